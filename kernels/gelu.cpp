@@ -1,0 +1,28 @@
+// Tensor-level GELU: shape checks, then the CPU or CUDA implementation.
+#include "kernels/gelu.h"
+
+#include "kernels/dispatch.h"
+
+namespace tandem::kernels {
+
+void gelu_forward(Backend& be, Tensor& out, const Tensor& in) {
+  check_device(be, in, "gelu in");
+  check_device(be, out, "gelu out");
+  TANDEM_CHECK_EQ(out.numel(), in.numel());
+  if (on_cpu(be)) cpu::gelu_forward(out.f32(), in.f32(), in.numel());
+  else TANDEM_CUDA_DISPATCH(be, cuda::gelu_forward(TANDEM_CUDA_CTX(be), out.f32(), in.f32(), in.numel()));
+}
+
+void gelu_backward(Backend& be, Tensor& din, const Tensor& in, const Tensor& dout) {
+  check_device(be, in, "gelu_backward in");
+  check_device(be, din, "gelu_backward din");
+  check_device(be, dout, "gelu_backward dout");
+  TANDEM_CHECK(din.numel() == in.numel() && dout.numel() == in.numel(),
+               "gelu_backward sizes din {} in {} dout {}", din.numel(), in.numel(), dout.numel());
+  if (on_cpu(be)) cpu::gelu_backward(din.f32(), in.f32(), dout.f32(), in.numel());
+  else
+    TANDEM_CUDA_DISPATCH(be, cuda::gelu_backward(TANDEM_CUDA_CTX(be), din.f32(), in.f32(), dout.f32(),
+                                                 in.numel()));
+}
+
+}  // namespace tandem::kernels

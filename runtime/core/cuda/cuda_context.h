@@ -1,0 +1,40 @@
+// CUDA state owned by one CudaBackend: device, stream, and library handles.
+//
+// Contract: every CUDA kernel and library call of a backend goes to `stream`; the handles
+// are bound to it. Checked-call macros keep file:line and the call text (error tier 2).
+#pragma once
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "runtime/core/error.h"
+
+namespace tandem {
+
+struct CudaContext {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cublasLtHandle_t cublaslt = nullptr;
+  void* workspace = nullptr;  // cuBLASLt workspace
+  size_t workspace_bytes = 0;
+  int sm_count = 0;
+};
+
+}  // namespace tandem
+
+#define TANDEM_CUDA_CHECK(call)                                                             \
+  do {                                                                                      \
+    cudaError_t tandem_e_ = (call);                                                         \
+    if (tandem_e_ != cudaSuccess) [[unlikely]]                                              \
+      ::tandem::detail::throw_check(__FILE__, __LINE__, #call, cudaGetErrorString(tandem_e_)); \
+  } while (0)
+
+#define TANDEM_CUBLAS_CHECK(call)                                                     \
+  do {                                                                                \
+    cublasStatus_t tandem_s_ = (call);                                                \
+    if (tandem_s_ != CUBLAS_STATUS_SUCCESS) [[unlikely]]                              \
+      ::tandem::detail::throw_check(__FILE__, __LINE__, #call,                        \
+                                    fmt::format("cublas status {}", (int)tandem_s_)); \
+  } while (0)

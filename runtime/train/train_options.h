@@ -1,0 +1,38 @@
+// TrainOptions (YAML section `train`) and SampleOptions (section `sample`).
+//
+// Contract: plain data, validated by launch/config. `batch` is the GLOBAL batch in sequences
+// per optimizer step, whatever the layout; the loss is the mean over all its tokens.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace tandem {
+
+struct TrainOptions {
+  int steps = 100;
+  int batch = 8;             // sequences per optimizer step (global)
+  float lr = 1e-3f;          // peak learning rate
+  int warmup = 10;           // linear warm-up steps, then cosine decay to lr * min_lr_ratio
+  float min_lr_ratio = 0.1f;
+  float weight_decay = 0.1f;  // decoupled, on 2-d weights only (not biases, LayerNorm)
+  float grad_clip = 1.0f;     // global-norm clip; 0 disables
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  uint64_t seed = 1234;
+  int eval_every = 0;    // steps between validation passes; 0 = only at the end
+  int eval_batches = 4;  // batches of `batch` sequences per validation pass
+  std::string device = "cpu";  // cpu | cuda | auto
+  int threads = 0;             // CPU threads per rank; 0 = cores / ranks on this node
+};
+
+struct SampleOptions {
+  std::string prompt = "The";
+  int count = 3;        // continuations printed after training (0 = none)
+  int tokens = 32;      // new tokens each
+  float temperature = 0.8f;
+  int top_k = 40;
+};
+
+}  // namespace tandem
