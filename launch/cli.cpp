@@ -1,15 +1,151 @@
-// Command-line front door (work in progress: subcommands are wired as they land).
+// Command-line front door: subcommand dispatch and the single place errors end a run.
 #include "launch/cli.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
+#include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
+
+#include "launch/config.h"
+#include "launch/data_command.h"
+#include "parallel/mpi_env.h"
+#include "runtime/core/backend.h"
+#include "runtime/core/logging.h"
+#include "runtime/train/trainer.h"
 
 namespace tandem {
 
+namespace {
+
+constexpr const char* kUsage = R"(tandem — train and serve GPT-style models across MPI ranks
+
+usage:
+  tandem train CONFIG [--set key.path=value ...] [--metrics-out FILE]
+      Train as the YAML config says (see docs/config.md). Launch with mpirun/srun for
+      several ranks; every rank runs the same command.
+  tandem data prepare --tokenizer DIR --input PATH --out DIR [--format brown|text]
+                      [--val-fraction F] [--shard-tokens N]
+      Tokenize text with the GPT-2 BPE into train/val token shards.
+  tandem --help
+)";
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string metrics_out;
+};
+
+TrainArgs parse_train_args(int argc, char** argv) {
+  TrainArgs a;
+  for (int i = 0; i < argc; ++i) {
+    std::string s = argv[i];
+    auto value = [&](const char* flag) -> std::string {
+      TANDEM_CHECK(i + 1 < argc, "{} needs a value", flag);
+      return argv[++i];
+    };
+    if (s == "--set") a.overrides.push_back(value("--set"));
+    else if (s.rfind("--set=", 0) == 0) a.overrides.push_back(s.substr(6));
+    else if (s == "--metrics-out") a.metrics_out = value("--metrics-out");
+    else if (s.rfind("--metrics-out=", 0) == 0) a.metrics_out = s.substr(14);
+    else if (!s.empty() && s[0] == '-') throw ConfigError(fmt::format("unknown option '{}' for tandem train", s));
+    else if (a.config.empty()) a.config = s;
+    else throw ConfigError(fmt::format("unexpected argument '{}' (config already given: {})", s, a.config));
+  }
+  if (a.config.empty()) throw ConfigError("tandem train needs a CONFIG file (e.g. configs/quickstart.yaml)");
+  return a;
+}
+
+// Every rank validates on its own; then one collective agrees on the outcome, so a rank whose
+// config failed never leaves the others waiting in a later collective.
+bool all_ranks_ok(bool ok) {
+  int mine = ok ? 1 : 0, all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+int run_train(MpiEnv& env, int argc, char** argv) {
+  RunConfig cfg;
+  TrainArgs args;
+  std::string error;
+  try {
+    args = parse_train_args(argc, argv);
+    cfg = load_config(args.config, args.overrides);
+    check_supported_now(cfg);
+    check_batch_layout(cfg);
+    const int layout = cfg.parallel.dp * cfg.parallel.tp * cfg.parallel.pp;
+    if (layout != env.world_size())
+      throw ConfigError(fmt::format(
+          "parallel.dp * parallel.tp * parallel.pp = {} * {} * {} = {} but the job has {} ranks",
+          cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp, layout, env.world_size()));
+  } catch (const ConfigError& e) {
+    error = e.what();
+  }
+  if (!error.empty()) std::fprintf(stderr, "tandem: config error: %s\n", error.c_str());
+  if (!all_ranks_ok(error.empty())) {
+    if (error.empty() && env.rank() == 0)
+      std::fprintf(stderr, "tandem: another rank rejected the configuration; stopping\n");
+    return 2;
+  }
+
+  int threads = cfg.train.threads;
+  if (threads == 0)
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_size());
+  BackendOptions bo;
+  bo.device = cfg.train.device;
+  bo.threads = threads;
+  bo.device_index = env.local_rank();
+  auto backend = make_backend(bo);
+  spdlog::info("tandem train {} | ranks {} | backend {}", args.config, env.world_size(), backend->name());
+  spdlog::info("config:\n{}", describe_config(cfg));
+
+  TrainerOptions to;
+  to.model = cfg.model;
+  to.train = cfg.train;
+  to.data = cfg.data;
+  to.parallel = cfg.parallel;
+  to.sample = cfg.sample;
+  to.metrics_out = args.metrics_out;
+  to.rank = env.rank();
+  auto tp = make_self_communicator("tp");
+  Trainer trainer(*backend, to, *tp);
+  trainer.run();
+  return 0;
+}
+
+}  // namespace
+
 int cli_main(int argc, char** argv) {
-  std::string cmd = argc > 1 ? argv[1] : "--help";
-  std::printf("usage: tandem train CONFIG [--set key.path=value ...] [--metrics-out FILE]\n");
-  return cmd == "--help" ? 0 : 2;
+  std::string cmd = argc > 1 ? argv[1] : "";
+  if (cmd.empty() || cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::fputs(kUsage, cmd.empty() ? stderr : stdout);
+    return cmd.empty() ? 2 : 0;
+  }
+  if (cmd == "data") {
+    try {
+      return data_command(argc - 2, argv + 2);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tandem data: error: %s\n", e.what());
+      return 2;
+    }
+  }
+  if (cmd != "train") {
+    std::fprintf(stderr, "tandem: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+    return 2;
+  }
+  MpiEnv env(&argc, &argv);
+  init_logging(env.rank(), env.world_size());
+  try {
+    return run_train(env, argc - 2, argv + 2);
+  } catch (const std::exception& e) {
+    // A failure on one rank ends the whole job: nobody is left waiting in a collective.
+    spdlog::critical("rank {}: {}", env.rank(), e.what());
+    std::fprintf(stderr, "tandem: rank %d failed: %s\n", env.rank(), e.what());
+    std::fflush(stderr);
+    MpiEnv::abort(1);
+  }
 }
 
 }  // namespace tandem

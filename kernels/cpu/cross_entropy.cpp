@@ -1,0 +1,133 @@
+// CPU reference for kernels/cross_entropy.h: softmax cross-entropy stages over (possibly
+// vocab-sharded) logits.
+//
+// Contract: logits [N, Vl] hold global columns [col_begin, col_begin + Vl); only the first
+// `valid = clamp(vocab - col_begin, 0, Vl)` of them are real, the rest are padding (never in
+// the max or the sum, zero gradient). A shard with no real column reports max = -inf and
+// sumexp = 0, the neutral elements of the MAX / SUM all-reduces that follow. Negative targets
+// are ignored (loss 0, zero gradient row). Rows run in parallel (OpenMP); the exp is a
+// vectorizable polynomial (relative error ~2e-7) so the wide rows (50k columns) run SIMD.
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+
+#include "kernels/cross_entropy.h"
+#include "runtime/core/error.h"
+
+namespace tandem::kernels::cpu {
+
+namespace {
+
+// exp(x) in fp32, Cephes expf scheme: x = n ln2 + r, degree-6 polynomial in r, times 2^n.
+// Relative error ~2e-7 on [-87.3, 88.3]; below that returns 0, above it +inf; NaN propagates.
+// (Same helper as in gelu.cpp and attention.cpp: each file keeps its own copy so the compiler
+// can inline it into SIMD loops.)
+inline float exp_f32(float x) {
+  constexpr float kLo = -87.33654f, kHi = 88.37626f;
+  const float xc = std::min(kHi, std::max(kLo, x));  // NaN -> kLo: keeps the int cast defined
+  const float t = xc * 1.44269504088896341f + 12582912.0f;  // round to nearest via 1.5*2^23
+  const float fn = t - 12582912.0f;
+  const float r = (xc - fn * 0.693359375f) - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(fn) + 127) << 23);
+  float e = y * scale;
+  e = x < kLo ? 0.0f : e;
+  e = x > kHi ? __builtin_inff() : e;
+  return x != x ? x : e;
+}
+
+int64_t valid_columns(int64_t Vl, int64_t col_begin, int64_t vocab) {
+  return std::clamp<int64_t>(vocab - col_begin, 0, Vl);
+}
+
+void check_sizes(const char* what, int64_t N, int64_t Vl, int64_t col_begin, int64_t vocab) {
+  TANDEM_CHECK(N >= 0 && Vl >= 0 && col_begin >= 0 && vocab >= 0,
+               "{}: N {} Vl {} col_begin {} vocab {}", what, N, Vl, col_begin, vocab);
+}
+
+// Rows of a few thousand columns or more are worth a thread each.
+inline bool parallel_rows(int64_t N, int64_t Vl) { return N > 1 && N * Vl >= (1 << 15); }
+
+}  // namespace
+
+void xent_row_max(float* rowmax, const float* logits, int64_t N, int64_t Vl, int64_t col_begin,
+                  int64_t vocab) {
+  check_sizes("xent_row_max", N, Vl, col_begin, vocab);
+  const int64_t valid = valid_columns(Vl, col_begin, vocab);
+#pragma omp parallel for schedule(static) if (parallel_rows(N, Vl))
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = logits + n * Vl;
+    float m = -__builtin_inff();
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < valid; ++j) m = std::max(m, row[j]);
+    rowmax[n] = m;
+  }
+}
+
+void xent_row_sumexp(float* sumexp, const float* logits, const float* rowmax, int64_t N, int64_t Vl,
+                     int64_t col_begin, int64_t vocab) {
+  check_sizes("xent_row_sumexp", N, Vl, col_begin, vocab);
+  const int64_t valid = valid_columns(Vl, col_begin, vocab);
+#pragma omp parallel for schedule(static) if (parallel_rows(N, Vl))
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = logits + n * Vl;
+    const float m = rowmax[n];
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < valid; ++j) s += exp_f32(row[j] - m);
+    sumexp[n] = s;
+  }
+}
+
+void xent_target_logit(float* tlogit, const float* logits, const int32_t* targets, int64_t N,
+                       int64_t Vl, int64_t col_begin) {
+  TANDEM_CHECK(N >= 0 && Vl >= 0 && col_begin >= 0, "xent_target_logit: N {} Vl {} col_begin {}",
+               N, Vl, col_begin);
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t j = static_cast<int64_t>(targets[n]) - col_begin;
+    tlogit[n] = (targets[n] >= 0 && j >= 0 && j < Vl) ? logits[n * Vl + j] : 0.0f;
+  }
+}
+
+void xent_losses(float* losses, const float* rowmax, const float* sumexp, const float* tlogit,
+                 const int32_t* targets, int64_t N) {
+  for (int64_t n = 0; n < N; ++n)
+    losses[n] = targets[n] < 0 ? 0.0f : std::log(sumexp[n]) + rowmax[n] - tlogit[n];
+}
+
+void xent_backward(float* dlogits, const float* logits, const float* rowmax, const float* sumexp,
+                   const int32_t* targets, int64_t N, int64_t Vl, int64_t col_begin, int64_t vocab,
+                   float scale) {
+  check_sizes("xent_backward", N, Vl, col_begin, vocab);
+  const int64_t valid = valid_columns(Vl, col_begin, vocab);
+  for (int64_t n = 0; n < N; ++n)
+    TANDEM_CHECK(targets[n] < vocab, "xent_backward: target {} of row {} is not below vocab {}",
+                 targets[n], n, vocab);
+  // dlogits may alias logits: each element is read before it is written, and by the same thread.
+#pragma omp parallel for schedule(static) if (parallel_rows(N, Vl))
+  for (int64_t n = 0; n < N; ++n) {
+    const float* in = logits + n * Vl;
+    float* out = dlogits + n * Vl;
+    if (targets[n] < 0) {
+      std::fill(out, out + Vl, 0.0f);
+      continue;
+    }
+    const float m = rowmax[n];
+    const float k = scale / sumexp[n];
+#pragma omp simd
+    for (int64_t j = 0; j < valid; ++j) out[j] = k * exp_f32(in[j] - m);
+    std::fill(out + valid, out + Vl, 0.0f);
+    const int64_t t = static_cast<int64_t>(targets[n]) - col_begin;
+    if (t >= 0 && t < valid) out[t] -= scale;
+  }
+}
+
+}  // namespace tandem::kernels::cpu

@@ -1,0 +1,236 @@
+// GPT-2 stage: embedding, blocks, tied LM head with chunked fused loss + backward.
+#include "runtime/model/gpt.h"
+
+#include <algorithm>
+
+#include "kernels/cross_entropy.h"
+#include "kernels/elementwise.h"
+#include "kernels/embedding.h"
+#include "kernels/layernorm.h"
+#include "kernels/matmul.h"
+
+namespace tandem {
+
+namespace k = kernels;
+
+Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
+         Recompute recompute)
+    : be_(be), opt_(opt), stage_(stage), tp_(tp), recompute_(recompute), store_(be) {
+  if (stage_.num_layers < 0) stage_.num_layers = opt.layers - stage_.first_layer;
+  TANDEM_CHECK(stage_.first_layer >= 0 && stage_.first_layer + stage_.num_layers <= opt.layers,
+               "stage layers [{}, {}) outside the model's {} layers", stage_.first_layer,
+               stage_.first_layer + stage_.num_layers, opt.layers);
+  const int parts = tp.size(), r = tp.rank();
+  Vp_ = opt.padded_vocab();
+  TANDEM_CHECK(Vp_ % parts == 0, "padded vocabulary {} (model.vocab={}) is not divisible by tp={}",
+               Vp_, opt.vocab, parts);
+  Vl_ = Vp_ / parts;
+  vocab_begin_ = r * Vl_;
+  const int64_t C = opt.dim;
+
+  auto wte_spec = [&](bool norm_owner) {
+    ParamSpec s;
+    s.name = "wte";
+    s.logical = {Vp_, C};
+    s.shard_dim = 0;
+    s.shard_parts = parts;
+    s.shard_index = r;
+    s.init = ParamInit::Normal;
+    s.init_std = 0.02f;
+    s.decay = true;
+    s.norm_owner = norm_owner;
+    return s;
+  };
+  if (stage_.has_embedding) {
+    store_.add(wte_spec(true));
+    ParamSpec wpe;
+    wpe.name = "wpe";
+    wpe.logical = {opt.seq_len, C};
+    wpe.init = ParamInit::Normal;
+    wpe.init_std = 0.02f;
+    wpe.decay = true;
+    wpe.norm_owner = r == 0;
+    store_.add(wpe);
+  }
+  for (int l = 0; l < stage_.num_layers; ++l)
+    blocks_.push_back(std::make_unique<TransformerBlock>(store_, opt, stage_.first_layer + l, tp));
+  if (stage_.has_head) {
+    for (const char* n : {"lnf.w", "lnf.b"}) {
+      ParamSpec s;
+      s.name = n;
+      s.logical = {C};
+      s.init = n[4] == 'w' ? ParamInit::Ones : ParamInit::Zeros;
+      s.norm_owner = r == 0;
+      store_.add(s);
+    }
+    if (!stage_.has_embedding) store_.add(wte_spec(false));  // tied copy, gradient summed later
+  }
+  store_.finalize();
+  for (auto& b : blocks_) b->bind();
+  wte_ = store_.find("wte");
+  wpe_ = store_.find("wpe");
+  lnf_w_ = store_.find("lnf.w");
+  lnf_b_ = store_.find("lnf.b");
+}
+
+Tensor Gpt::device_ids(const int32_t* host, int64_t n) {
+  Tensor src = Tensor::wrap(const_cast<int32_t*>(host), DeviceKind::CPU, {n}, DType::I32);
+  Tensor dst = be_.empty({n}, DType::I32);
+  be_.copy(dst, src);
+  return dst;
+}
+
+Tensor Gpt::positions(int64_t b, int64_t T) {
+  std::vector<int32_t> pos(static_cast<size_t>(b * T));
+  for (int64_t i = 0; i < b * T; ++i) pos[i] = static_cast<int32_t>(i % T);
+  return device_ids(pos.data(), b * T);
+}
+
+Tensor Gpt::embed(const Tensor& ids, const Tensor& pos) {
+  // Vocab-parallel lookup: each rank adds the rows it holds, the sum completes the table.
+  Tensor x = be_.empty({ids.numel(), static_cast<int64_t>(opt_.dim)});
+  k::embedding_forward(be_, x, ids, wte_->value, vocab_begin_, false);
+  tp_.all_reduce(x);
+  k::embedding_forward(be_, x, pos, wpe_->value, 0, true);
+  return x;
+}
+
+int64_t Gpt::activation_bytes(int64_t b, int64_t T) const {
+  int64_t per_token = TransformerBlock::saved_floats_per_token(opt_, tp_.size(), T, recompute_) *
+                      static_cast<int64_t>(blocks_.size());
+  if (stage_.has_head) per_token += 2 * opt_.dim + 2;  // lnf input gradient and stats
+  return per_token * b * T * 4;
+}
+
+std::unique_ptr<StageState> Gpt::forward(int64_t b, int64_t T, const int32_t* tokens,
+                                         const Tensor* input, const int32_t* targets, bool train,
+                                         float loss_scale) {
+  TANDEM_CHECK(T >= 1 && T <= opt_.seq_len, "sequence length {} outside [1, model.seq_len={}]", T,
+               opt_.seq_len);
+  auto st = std::make_unique<StageState>();
+  st->b = b;
+  st->T = T;
+  const int64_t N = b * T, C = opt_.dim;
+  Tensor x;
+  if (stage_.has_embedding) {
+    TANDEM_CHECK(tokens != nullptr, "embedding stage needs tokens");
+    st->tokens = device_ids(tokens, N);
+    st->positions = positions(b, T);
+    x = embed(st->tokens, st->positions);
+  } else {
+    TANDEM_CHECK(input != nullptr, "stage starting at layer {} needs an input activation",
+                 stage_.first_layer);
+    check_shape(*input, {N, C}, "stage input");
+    x = *input;
+  }
+  st->blocks.resize(blocks_.size());
+  for (size_t l = 0; l < blocks_.size(); ++l)
+    x = blocks_[l]->forward(x, b, T, recompute_, train ? &st->blocks[l] : nullptr);
+  if (stage_.has_head) {
+    head(*st, x, targets, train, loss_scale);
+  } else {
+    st->output = x;
+  }
+  if (!train) st->blocks.clear();
+  return st;
+}
+
+void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool train, float scale) {
+  const int64_t N = st.b * st.T, C = opt_.dim;
+  Tensor lnf = be_.empty({N, C}), mean = be_.empty({N}), rstd = be_.empty({N});
+  k::layernorm_forward(be_, lnf, mean, rstd, x, lnf_w_->value, lnf_b_->value);
+  if (targets == nullptr) return;
+  Tensor tgt = device_ids(targets, N);
+  Tensor dlnf = train ? be_.zeros({N, C}) : Tensor();
+  // Row chunks bound the live logits to ~64 MB whatever the batch.
+  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(Vl_, 1), 16, N);
+  Tensor logits_buf = be_.empty({chunk, Vl_});
+  Tensor stats_buf = be_.empty({2, chunk});  // rows: sumexp, target logit (one all-reduce)
+  Tensor rowmax_buf = be_.empty({chunk});
+  Tensor losses_buf = be_.empty({chunk});
+  Tensor losses_host = be_.host_empty({chunk});
+  double loss_sum = 0.0;
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t n = std::min(chunk, N - r0);
+    Tensor xs = lnf.rows(r0, r0 + n);
+    Tensor ts = tgt.rows(r0, r0 + n);
+    Tensor logits = logits_buf.rows(0, n);
+    Tensor rowmax = rowmax_buf.rows(0, n);
+    Tensor stats = stats_buf.view({2 * chunk}).rows(0, 2 * n).view({2, n});
+    Tensor sumexp = stats.rows(0, 1).view({n}), tlogit = stats.rows(1, 2).view({n});
+    k::matmul(be_, logits, xs, false, wte_->value, true);
+    k::xent_row_max(be_, rowmax, logits, vocab_begin_, opt_.vocab);
+    tp_.all_reduce(rowmax, ReduceOp::Max);
+    k::xent_row_sumexp(be_, sumexp, logits, rowmax, vocab_begin_, opt_.vocab);
+    k::xent_target_logit(be_, tlogit, logits, ts, vocab_begin_);
+    if (tp_.size() > 1) {
+      Tensor flat = stats_buf.view({2 * chunk}).rows(0, 2 * n);
+      tp_.all_reduce(flat);
+    }
+    Tensor losses = losses_buf.rows(0, n);
+    k::xent_losses(be_, losses, rowmax, sumexp, tlogit, ts);
+    Tensor lh = losses_host.rows(0, n);
+    be_.copy(lh, losses);
+    for (int64_t i = 0; i < n; ++i) loss_sum += lh.f32()[i];
+    if (!train) continue;
+    k::xent_backward(be_, logits, logits, rowmax, sumexp, ts, vocab_begin_, opt_.vocab, scale);
+    Tensor dxs = dlnf.rows(r0, r0 + n);
+    k::matmul(be_, dxs, logits, false, wte_->value, false);                     // dx = dlogits W
+    k::matmul(be_, wte_->grad, logits, true, xs, false, 1.0f, 1.0f);            // dW += dlogits^T x
+  }
+  st.loss_sum = loss_sum;
+  int64_t counted = 0;
+  for (int64_t i = 0; i < N; ++i) counted += targets[i] >= 0;
+  st.loss_tokens = counted;
+  if (!train) return;
+  tp_.all_reduce(dlnf);
+  Tensor dx = be_.zeros({N, C});
+  k::layernorm_backward(be_, dx, lnf_w_->grad, lnf_b_->grad, dlnf, x, lnf_w_->value, mean, rstd);
+  st.dfinal = dx;
+}
+
+Tensor Gpt::backward(StageState& st, const Tensor* dout) {
+  const int64_t b = st.b, T = st.T;
+  Tensor d;
+  if (stage_.has_head) {
+    TANDEM_CHECK(st.dfinal.defined(), "backward on a head stage whose forward had no targets");
+    d = st.dfinal;
+  } else {
+    TANDEM_CHECK(dout != nullptr, "stage ending at layer {} needs an output gradient",
+                 stage_.first_layer + stage_.num_layers);
+    d = be_.empty({b * T, opt_.dim});
+    be_.copy(d, *dout);
+  }
+  for (size_t l = blocks_.size(); l-- > 0;) d = blocks_[l]->backward(d, b, T, st.blocks[l]);
+  Tensor din;
+  if (stage_.has_embedding) {
+    k::embedding_backward(be_, wte_->grad, d, st.tokens, vocab_begin_);
+    k::embedding_backward(be_, wpe_->grad, d, st.positions, 0);
+  } else {
+    din = d;
+  }
+  st = StageState{};
+  return din;
+}
+
+std::vector<float> Gpt::next_token_logits(const std::vector<int32_t>& context) {
+  TANDEM_CHECK(stage_.has_embedding && stage_.has_head,
+               "next_token_logits needs the whole model on this rank (pp=1)");
+  TANDEM_CHECK(!context.empty(), "next_token_logits needs a non-empty context");
+  const int64_t T = std::min<int64_t>(static_cast<int64_t>(context.size()), opt_.seq_len);
+  const int32_t* ctx = context.data() + (context.size() - T);
+  Tensor x = embed(device_ids(ctx, T), positions(1, T));
+  for (auto& blk : blocks_) x = blk->forward(x, 1, T, recompute_, nullptr);
+  Tensor last = x.rows(T - 1, T);
+  Tensor lnf = be_.empty({1, opt_.dim}), mean = be_.empty({1}), rstd = be_.empty({1});
+  k::layernorm_forward(be_, lnf, mean, rstd, last, lnf_w_->value, lnf_b_->value);
+  Tensor logits = be_.empty({1, Vl_});
+  k::matmul(be_, logits, lnf, false, wte_->value, true);
+  Tensor all = be_.empty({Vp_});
+  tp_.all_gather(all, logits.view({Vl_}));
+  Tensor host = be_.host_empty({Vp_});
+  be_.copy(host, all);
+  return std::vector<float>(host.f32(), host.f32() + opt_.vocab);
+}
+
+}  // namespace tandem

@@ -1,0 +1,88 @@
+// Gpt: the GPT-2 model, or the pipeline stage of it that this rank computes.
+//
+// Architecture: learned token (wte) and position (wpe) embeddings, pre-LayerNorm blocks, a
+// final LayerNorm (lnf) and an LM head tied to wte. The stage holding the embedding owns
+// "wte"/"wpe"; the stage holding the head owns "lnf.*" and (when it is not also the embedding
+// stage) a copy of "wte" whose gradient the pipeline sums with the embedding stage's.
+//
+// Contract: forward() runs one micro-batch through this stage and returns a StageState that
+// backward() consumes. The head computes the loss and, when training, its own backward right
+// away in row chunks, so full logits are never stored (with tp > 1 a rank only ever holds its
+// vocabulary shard of them). Parameter gradients accumulate (+=) across micro-batches.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "parallel/communicator.h"
+#include "parallel/parallel_options.h"
+#include "runtime/model/gpt_block.h"
+#include "runtime/model/model_options.h"
+#include "runtime/model/param_store.h"
+
+namespace tandem {
+
+struct StageLayout {
+  int first_layer = 0;
+  int num_layers = -1;  // -1: every layer
+  bool has_embedding = true;
+  bool has_head = true;
+};
+
+struct StageState {
+  int64_t b = 0, T = 0;
+  Tensor tokens, positions;        // [b*T] int32 on the device (embedding stage)
+  std::vector<BlockSaved> blocks;  // one per local layer
+  Tensor output;                   // non-head stages: hidden state [b*T, C] to send on
+  Tensor dfinal;                   // head stage, training: gradient at the last block output
+  double loss_sum = 0.0;           // head stage: sum of per-token losses of this micro-batch
+  int64_t loss_tokens = 0;
+};
+
+class Gpt {
+ public:
+  Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
+      Recompute recompute);
+
+  ParamStore& params() { return store_; }
+  const ModelOptions& options() const { return opt_; }
+  const StageLayout& stage() const { return stage_; }
+  Backend& backend() { return be_; }
+  void init(uint64_t seed) { store_.init(seed); }
+
+  // tokens/targets: host int32 [b*T]. The embedding stage reads tokens; other stages read
+  // `input` [b*T, C]. The head stage reads targets (nullptr: no loss) and, when `train`,
+  // back-propagates the loss scaled by loss_scale (1 / tokens in the global batch).
+  std::unique_ptr<StageState> forward(int64_t b, int64_t T, const int32_t* tokens,
+                                      const Tensor* input, const int32_t* targets, bool train,
+                                      float loss_scale);
+  // dout: gradient of state.output (non-head stages; ignored on the head stage). Returns the
+  // gradient of the stage input (undefined on the embedding stage). Releases the state.
+  Tensor backward(StageState& st, const Tensor* dout);
+
+  // Sampling support (a single-stage model): logits of the next token after `context`
+  // (full vocabulary, padding removed), gathered across the tp group.
+  std::vector<float> next_token_logits(const std::vector<int32_t>& context);
+
+  // Bytes of activations kept per micro-batch of b sequences (analytic, for reports).
+  int64_t activation_bytes(int64_t b, int64_t T) const;
+  int num_local_layers() const { return static_cast<int>(blocks_.size()); }
+
+ private:
+  Tensor device_ids(const int32_t* host, int64_t n);
+  Tensor positions(int64_t b, int64_t T);
+  Tensor embed(const Tensor& ids, const Tensor& pos);
+  void head(StageState& st, const Tensor& x, const int32_t* targets, bool train, float scale);
+
+  Backend& be_;
+  ModelOptions opt_;
+  StageLayout stage_;
+  Communicator& tp_;
+  Recompute recompute_;
+  ParamStore store_;
+  std::vector<std::unique_ptr<TransformerBlock>> blocks_;
+  Param *wte_ = nullptr, *wpe_ = nullptr, *lnf_w_ = nullptr, *lnf_b_ = nullptr;
+  int64_t Vp_ = 0, Vl_ = 0, vocab_begin_ = 0;
+};
+
+}  // namespace tandem

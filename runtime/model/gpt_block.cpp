@@ -1,0 +1,192 @@
+// One GPT-2 block: parameters, forward (with recompute-aware saving) and backward.
+#include "runtime/model/gpt_block.h"
+
+#include <cmath>
+
+#include "kernels/attention.h"
+#include "kernels/elementwise.h"
+#include "kernels/gelu.h"
+#include "kernels/layernorm.h"
+#include "kernels/matmul.h"
+
+namespace tandem {
+
+namespace k = kernels;
+
+namespace {
+
+ParamSpec replicated(std::string name, int64_t n, ParamInit init, bool owner) {
+  ParamSpec s;
+  s.name = std::move(name);
+  s.logical = {n};
+  s.init = init;
+  s.norm_owner = owner;
+  return s;
+}
+
+}  // namespace
+
+TransformerBlock::TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer,
+                                   Communicator& tp)
+    : store_(store), be_(store.backend()), opt_(opt), layer_(layer), tp_(tp) {
+  const int parts = tp.size(), r = tp.rank();
+  C_ = opt.dim;
+  TANDEM_CHECK(opt.heads % parts == 0, "model.heads={} is not divisible by parallel.tp={}",
+               opt.heads, parts);
+  Hl_ = opt.heads / parts;
+  Cl_ = C_ / parts;
+  const std::string p = fmt::format("h.{}.", layer);
+  const bool owner = r == 0;  // replicated across tp: one rank counts the gradient norm
+  const float std_w = 0.02f;
+  const float std_res = 0.02f / std::sqrt(2.0f * static_cast<float>(opt.layers));
+
+  auto sharded = [&](std::string name, Shape logical, Shape view, int dim, Shape compute,
+                     ParamInit init, float std, bool decay) {
+    ParamSpec s;
+    s.name = std::move(name);
+    s.logical = std::move(logical);
+    s.view = std::move(view);
+    s.shard_dim = dim;
+    s.shard_parts = parts;
+    s.shard_index = r;
+    s.compute = std::move(compute);
+    s.init = init;
+    s.init_std = std;
+    s.decay = decay;
+    return s;
+  };
+
+  store.add(replicated(p + "ln1.w", C_, ParamInit::Ones, owner));
+  store.add(replicated(p + "ln1.b", C_, ParamInit::Zeros, owner));
+  store.add(sharded(p + "attn.qkv.w", {3 * C_, C_}, {3, C_, C_}, 1, {3 * Cl_, C_}, ParamInit::Normal,
+                    std_w, true));
+  store.add(sharded(p + "attn.qkv.b", {3 * C_}, {3, C_}, 1, {3 * Cl_}, ParamInit::Zeros, 0, false));
+  store.add(sharded(p + "attn.proj.w", {C_, C_}, {C_, C_}, 1, {C_, Cl_}, ParamInit::Normal, std_res,
+                    true));
+  store.add(replicated(p + "attn.proj.b", C_, ParamInit::Zeros, owner));
+  store.add(replicated(p + "ln2.w", C_, ParamInit::Ones, owner));
+  store.add(replicated(p + "ln2.b", C_, ParamInit::Zeros, owner));
+  store.add(sharded(p + "mlp.fc.w", {4 * C_, C_}, {4 * C_, C_}, 0, {4 * Cl_, C_}, ParamInit::Normal,
+                    std_w, true));
+  store.add(sharded(p + "mlp.fc.b", {4 * C_}, {4 * C_}, 0, {4 * Cl_}, ParamInit::Zeros, 0, false));
+  store.add(sharded(p + "mlp.proj.w", {C_, 4 * C_}, {C_, 4 * C_}, 1, {C_, 4 * Cl_}, ParamInit::Normal,
+                    std_res, true));
+  store.add(replicated(p + "mlp.proj.b", C_, ParamInit::Zeros, owner));
+}
+
+void TransformerBlock::bind() {
+  const std::string p = fmt::format("h.{}.", layer_);
+  auto g = [&](const char* n) { return &store_.get(p + n); };
+  w_ = W{g("ln1.w"),      g("ln1.b"),     g("attn.qkv.w"), g("attn.qkv.b"),
+         g("attn.proj.w"), g("attn.proj.b"), g("ln2.w"),      g("ln2.b"),
+         g("mlp.fc.w"),    g("mlp.fc.b"),    g("mlp.proj.w"), g("mlp.proj.b")};
+}
+
+int64_t TransformerBlock::saved_floats_per_token(const ModelOptions& opt, int tp, int64_t T,
+                                                 Recompute mode) {
+  const int64_t C = opt.dim, Cl = C / tp, Hl = opt.heads / tp;
+  if (mode == Recompute::Full) return C;
+  int64_t f = 4 * C + 3 * Cl + Cl + Hl + 4 + 4 * Cl;  // x ln1 x1 ln2, qkv, att, lse, stats, fc
+  if (mode == Recompute::None) f += Hl * T + 4 * Cl;   // probs, gelu output
+  return f;
+}
+
+void TransformerBlock::forward_into(const Tensor& x, int64_t b, int64_t T, bool keep_probs,
+                                    bool keep_gelu, BlockSaved& s, Tensor& x2) {
+  const int64_t N = b * T;
+  s.x = x;
+  s.ln1 = be_.empty({N, C_});
+  s.mean1 = be_.empty({N});
+  s.rstd1 = be_.empty({N});
+  k::layernorm_forward(be_, s.ln1, s.mean1, s.rstd1, x, w_.ln1_w->value, w_.ln1_b->value);
+  s.qkv = be_.empty({N, 3 * Cl_});
+  k::linear_forward(be_, s.qkv, s.ln1, w_.qkv_w->value, &w_.qkv_b->value);
+  Tensor att3 = be_.empty({b, T, Cl_});
+  s.att = att3.view({N, Cl_});
+  s.lse = be_.empty({b, Hl_, T});
+  if (keep_probs) s.probs = be_.empty({b, Hl_, T, T});
+  k::attention_forward(be_, att3, s.lse, keep_probs ? &s.probs : nullptr, s.qkv.view({b, T, 3 * Cl_}),
+                       Hl_);
+  Tensor x1 = be_.empty({N, C_});
+  k::linear_forward(be_, x1, s.att, w_.proj_w->value, nullptr);
+  tp_.all_reduce(x1);
+  k::add_bias(be_, x1, w_.proj_b->value);
+  k::add_inplace(be_, x1, x);
+  s.x1 = x1;
+  s.ln2 = be_.empty({N, C_});
+  s.mean2 = be_.empty({N});
+  s.rstd2 = be_.empty({N});
+  k::layernorm_forward(be_, s.ln2, s.mean2, s.rstd2, x1, w_.ln2_w->value, w_.ln2_b->value);
+  s.fc = be_.empty({N, 4 * Cl_});
+  k::linear_forward(be_, s.fc, s.ln2, w_.fc_w->value, &w_.fc_b->value);
+  Tensor g = be_.empty({N, 4 * Cl_});
+  k::gelu_forward(be_, g, s.fc);
+  if (keep_gelu) s.gelu = g;
+  s.complete = true;
+  if (!x2.defined()) return;  // recompute for backward: the block output is not needed
+  k::linear_forward(be_, x2, g, w_.fcp_w->value, nullptr);
+  tp_.all_reduce(x2);
+  k::add_bias(be_, x2, w_.fcp_b->value);
+  k::add_inplace(be_, x2, x1);
+}
+
+Tensor TransformerBlock::forward(const Tensor& x, int64_t b, int64_t T, Recompute mode,
+                                 BlockSaved* saved) {
+  check_shape(x, {b * T, C_}, "block input");
+  Tensor x2 = be_.empty({b * T, C_});
+  BlockSaved scratch;
+  BlockSaved& s = saved ? *saved : scratch;
+  const bool keep_all = saved && mode == Recompute::None;
+  forward_into(x, b, T, keep_all, keep_all, s, x2);
+  if (saved && mode == Recompute::Full) {
+    Tensor input = s.x;
+    s = BlockSaved{};
+    s.x = input;
+  }
+  return x2;
+}
+
+Tensor TransformerBlock::backward(const Tensor& dout, int64_t b, int64_t T, BlockSaved& saved) {
+  const int64_t N = b * T;
+  check_shape(dout, {N, C_}, "block output gradient");
+  if (!saved.complete) {
+    Tensor none;
+    forward_into(saved.x, b, T, /*keep_probs=*/true, /*keep_gelu=*/true, saved, none);
+  }
+  BlockSaved& s = saved;
+  Tensor dx = dout;  // consumed in place: becomes d(x1), then d(x)
+
+  // MLP branch: x2 = x1 + fc_proj(gelu(fc(ln2(x1))))
+  Tensor g = s.gelu;
+  if (!g.defined()) {
+    g = be_.empty({N, 4 * Cl_});
+    k::gelu_forward(be_, g, s.fc);
+  }
+  Tensor dfc = be_.empty({N, 4 * Cl_});
+  k::linear_backward(be_, &dfc, w_.fcp_w->grad, &w_.fcp_b->grad, dx, g, w_.fcp_w->value);
+  g = Tensor();
+  k::gelu_backward(be_, dfc, s.fc, dfc);
+  Tensor dln = be_.empty({N, C_});
+  k::linear_backward(be_, &dln, w_.fc_w->grad, &w_.fc_b->grad, dfc, s.ln2, w_.fc_w->value);
+  dfc = Tensor();
+  tp_.all_reduce(dln);
+  k::layernorm_backward(be_, dx, w_.ln2_w->grad, w_.ln2_b->grad, dln, s.x1, w_.ln2_w->value, s.mean2,
+                        s.rstd2);
+
+  // Attention branch: x1 = x + proj(attn(ln1(x)))
+  Tensor datt = be_.empty({N, Cl_});
+  k::linear_backward(be_, &datt, w_.proj_w->grad, &w_.proj_b->grad, dx, s.att, w_.proj_w->value);
+  Tensor dqkv = be_.empty({b, T, 3 * Cl_});
+  k::attention_backward(be_, dqkv, datt.view({b, T, Cl_}), s.qkv.view({b, T, 3 * Cl_}),
+                        s.att.view({b, T, Cl_}), s.lse, s.probs.defined() ? &s.probs : nullptr, Hl_);
+  datt = Tensor();
+  Tensor dqkv2 = dqkv.view({N, 3 * Cl_});
+  k::linear_backward(be_, &dln, w_.qkv_w->grad, &w_.qkv_b->grad, dqkv2, s.ln1, w_.qkv_w->value);
+  tp_.all_reduce(dln);
+  k::layernorm_backward(be_, dx, w_.ln1_w->grad, w_.ln1_b->grad, dln, s.x, w_.ln1_w->value, s.mean1,
+                        s.rstd1);
+  saved = BlockSaved{};  // release the activations of this micro-batch
+  return dx;
+}
+
+}  // namespace tandem

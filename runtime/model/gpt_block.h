@@ -1,0 +1,64 @@
+// TransformerBlock: one pre-LayerNorm GPT-2 block with explicit forward and backward.
+//
+//   x1 = x  + proj(attn(ln1(x)))        attention split by heads over the tp group
+//   x2 = x1 + fc_proj(gelu(fc(ln2(x1))))  MLP split by columns (fc), then rows (fc_proj)
+//
+// Contract: forward() fills a BlockSaved according to the recompute mode and returns x2;
+// backward() takes d(x2) and returns d(x), ACCUMULATING parameter gradients (+=).
+//   none:      saves every intermediate, including attention probabilities [b, H, T, T]
+//   selective: drops the probabilities (rebuilt from q, k and the saved log-sum-exp) and the
+//              GELU output (recomputed from its saved input); everything else is kept
+//   full:      keeps only the block input; backward re-runs the forward first
+// Tensor parallelism follows Megatron: column-parallel qkv/fc (identity forward, all-reduce
+// of the input gradient), row-parallel proj/fc_proj (all-reduce of the output, bias added
+// after). With a tp group of one these reductions are no-ops.
+#pragma once
+
+#include <string>
+
+#include "parallel/communicator.h"
+#include "parallel/parallel_options.h"
+#include "runtime/model/model_options.h"
+#include "runtime/model/param_store.h"
+
+namespace tandem {
+
+struct BlockSaved {
+  Tensor x;                          // block input (always kept; may live on the host)
+  Tensor ln1, mean1, rstd1, qkv, att, lse, probs, x1, ln2, mean2, rstd2, fc, gelu;
+  bool complete = false;             // intermediates present (false under full recompute)
+};
+
+class TransformerBlock {
+ public:
+  // Registers this block's parameters (names "h.<layer>.*") in `store`.
+  TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer, Communicator& tp);
+  void bind();  // after store.finalize(): resolve parameter tensors
+
+  // x: [N, C] with N = b * T. Returns x2 [N, C].
+  Tensor forward(const Tensor& x, int64_t b, int64_t T, Recompute mode, BlockSaved* saved);
+  // dout: d(x2) [N, C]; its storage is consumed (overwritten) and returned as d(x) [N, C].
+  // Releases `saved`.
+  Tensor backward(const Tensor& dout, int64_t b, int64_t T, BlockSaved& saved);
+
+  // Activation bytes kept per token by forward() for a recompute mode (for memory reports).
+  static int64_t saved_floats_per_token(const ModelOptions& opt, int tp, int64_t T, Recompute mode);
+
+ private:
+  struct W {
+    Param *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc_w, *fc_b,
+        *fcp_w, *fcp_b;
+  };
+  void forward_into(const Tensor& x, int64_t b, int64_t T, bool keep_probs, bool keep_gelu,
+                    BlockSaved& s, Tensor& x2);
+
+  ParamStore& store_;
+  Backend& be_;
+  ModelOptions opt_;
+  int layer_;
+  Communicator& tp_;
+  int64_t C_, Cl_, Hl_;  // model dim, local attention width, local heads
+  W w_{};
+};
+
+}  // namespace tandem

@@ -1,0 +1,89 @@
+// ParamStore: this rank's parameters (and their gradients) in one flat buffer each.
+//
+// Contract: every parameter has a logical name and full shape that do not depend on the
+// parallel layout (checkpoints and golden tests address parameters by these). A parameter
+// may be sharded over tensor-parallel ranks: its logical tensor is viewed as `view` (same
+// elements, e.g. qkv [3C, C] viewed as [3, C, C]) and split evenly along `shard_dim` of that
+// view; this rank holds part `shard_index` of `shard_parts`. Values and gradients of all local
+// parameters are contiguous in registration order, so the optimizer, gradient clipping and
+// data-parallel buckets work on flat ranges. Initialisation is a pure function of
+// (seed, name, logical element index), so every layout starts from identical weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/core/backend.h"
+
+namespace tandem {
+
+enum class ParamInit { Normal, Zeros, Ones };
+
+struct ParamSpec {
+  std::string name;
+  Shape logical;        // full logical shape (PyTorch layout: Linear weight is [out, in])
+  Shape view;           // logical viewed for sharding; empty = same as logical
+  int shard_dim = -1;   // dimension of `view` split over tensor-parallel ranks; -1 = replicated
+  int shard_parts = 1;
+  int shard_index = 0;
+  Shape compute;        // local shape used by kernels; empty = local view flattened like logical
+  bool decay = false;   // AdamW weight decay applies (2-d weights, embeddings)
+  ParamInit init = ParamInit::Zeros;
+  float init_std = 0.0f;
+  // True on exactly one rank of each set of ranks that hold identical copies of this
+  // parameter's gradient (replicas across tp, the tied-embedding copy), so norms count once.
+  bool norm_owner = true;
+};
+
+struct Param {
+  ParamSpec spec;
+  Shape local_view;   // `view` with the shard dimension divided
+  int64_t offset = 0;  // element offset in the flat buffers
+  int64_t numel = 0;
+  Tensor value;       // compute shape
+  Tensor grad;        // compute shape
+};
+
+class ParamStore {
+ public:
+  explicit ParamStore(Backend& be) : be_(be) {}
+  // Registers a parameter; call before finalize(). Returns its index.
+  int add(ParamSpec spec);
+  // Allocates the flat value/grad buffers (grads zeroed) and binds every Param's tensors.
+  void finalize();
+  bool finalized() const { return values_.defined(); }
+
+  void init(uint64_t seed);  // layout-independent initialisation of every parameter
+  void zero_grads();
+
+  Param& at(int i) { return params_[i]; }
+  const Param& at(int i) const { return params_[i]; }
+  Param* find(const std::string& name);
+  Param& get(const std::string& name);  // throws naming the parameter when absent
+  const std::vector<Param>& all() const { return params_; }
+  int64_t numel() const { return total_; }
+  Tensor& values() { return values_; }
+  Tensor& grads() { return grads_; }
+  Backend& backend() { return be_; }
+
+  // Logical flat index of local element `j` of parameter `p` (row-major over `view`).
+  static int64_t logical_index(const Param& p, int64_t j);
+  // Copies a full logical tensor (host, row-major) into this rank's shard of parameter p.
+  void load_logical(Param& p, const float* logical_host);
+  // Copies this rank's shard of p into the matching places of a full logical host buffer.
+  void store_logical(const Param& p, const Tensor& src, float* logical_host) const;
+
+ private:
+  Backend& be_;
+  std::vector<Param> params_;
+  int64_t total_ = 0;
+  Tensor values_, grads_;
+};
+
+// Deterministic N(0, 1) sample for (seed, stream, index): a counter-based generator, so any
+// rank can produce any element of a logical tensor without generating the others.
+float counter_normal(uint64_t seed, uint64_t stream, uint64_t index);
+uint64_t hash_name(const std::string& name);
+
+}  // namespace tandem
