@@ -571,8 +571,6 @@ void check_supported_now(const RunConfig& cfg) {
   if (p.zero != 0)
     refuse("parallel.zero", std::to_string(p.zero), "ZeRO optimizer-state sharding",
            "parallel.zero: 0");
-  if (p.offload)
-    refuse("parallel.offload", "true", "optimizer offload to the host", "parallel.offload: false");
 }
 
 void check_batch_layout(const RunConfig& cfg) {

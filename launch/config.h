@@ -46,7 +46,7 @@ RunConfig config_from_yaml_string(const std::string& text,
                                   const std::string& source = "<string>");
 
 // Throws ConfigError naming the key when the config asks for a feature this build does not
-// have yet: parallel.dp/tp/pp != 1, parallel.zero != 0, parallel.offload == true.
+// have yet: parallel.dp/tp/pp != 1, parallel.zero != 0 (offload runs on one rank).
 void check_supported_now(const RunConfig& cfg);
 
 // Throws ConfigError unless train.batch % (parallel.dp * parallel.microbatches) == 0.

@@ -107,7 +107,7 @@ __device__ __forceinline__ void tile_accumulate(float (&acc)[kRowsPerWarp][Cfg<D
 // ------------------------------------------------------------------ forward
 
 template <int DMAX>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kThreads, DMAX <= 64 ? 2 : 1)
     attn_forward_kernel(float* __restrict__ out, float* __restrict__ lse,
                         const float* __restrict__ qkv, int T, int H, int D, float scale) {
   using C = Cfg<DMAX>;
@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // probs[b, h, i, j] = exp(scale q_i.k_j - lse_i) for j <= i, else 0.
 template <int DMAX>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kThreads, DMAX <= 64 ? 2 : 1)
     attn_probs_kernel(float* __restrict__ probs, const float* __restrict__ lse,
                       const float* __restrict__ qkv, int T, int H, int D, float scale) {
   using C = Cfg<DMAX>;

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <random>
 
+#include <unistd.h>
+
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/data_loader.h"
 #include "runtime/train/adamw_optimizer.h"
@@ -88,7 +90,9 @@ struct Trainer::Impl {
       if (o.rank == 0) {
         std::vector<int32_t> gen(ctx.begin() + static_cast<int64_t>(prompt.size()), ctx.end());
         std::string text = tok.decode(gen);
-        std::printf("sample %d: %s\033[1m%s\033[0m\n", i + 1, s.prompt.c_str(), text.c_str());
+        const bool tty = isatty(fileno(stdout));  // bold continuation on a terminal
+        std::printf("sample %d: %s%s%s%s\n", i + 1, s.prompt.c_str(), tty ? "\033[1m" : "",
+                    text.c_str(), tty ? "\033[0m" : "");
       }
     }
     std::fflush(stdout);

@@ -129,28 +129,30 @@ inline void expect_gradient(const std::string& name, float* x, int64_t n, const 
 struct CloseResult {
   double worst_ratio = 0.0;
   int64_t worst_index = -1;
-  double a = 0.0, b = 0.0;
+  double got = 0.0, want = 0.0;
 };
 inline CloseResult compare(const float* a, const double* b, int64_t n, double atol, double rtol) {
   CloseResult c;
   for (int64_t i = 0; i < n; ++i) {
     const double ratio = std::fabs(a[i] - b[i]) / (atol + rtol * std::fabs(b[i]));
-    if (!(ratio <= c.worst_ratio)) {
+    if (!(ratio <= c.worst_ratio)) {  // NaN is never close
       c.worst_ratio = ratio;
       c.worst_index = i;
-      c.a = a[i];
-      c.b = b[i];
+      c.got = a[i];
+      c.want = b[i];
     }
   }
   return c;
 }
 
-#define TANDEM_EXPECT_CLOSE(a, b, n, atol, rtol, what)                                          \
+// EXPECT that float array got_ matches double array want_ element-wise within atol_ + rtol_|want|.
+#define TANDEM_EXPECT_CLOSE(got_, want_, n_, atol_, rtol_, what_)                                \
   do {                                                                                          \
-    const auto tandem_c_ = ::tandem::testing::compare((a), (b), (n), (atol), (rtol));           \
+    const auto tandem_c_ = ::tandem::testing::compare((got_), (want_), (n_), (atol_), (rtol_)); \
     EXPECT_LE(tandem_c_.worst_ratio, 1.0)                                                       \
-        << (what) << ": element " << tandem_c_.worst_index << " got " << tandem_c_.a          \
-        << " expected " << tandem_c_.b << " (atol " << (atol) << ", rtol " << (rtol) << ")"; \
+        << (what_) << ": element " << tandem_c_.worst_index << " got " << tandem_c_.got         \
+        << " expected " << tandem_c_.want << " (atol " << (atol_) << ", rtol " << (rtol_)      \
+        << ")";                                                                                 \
   } while (0)
 
 }  // namespace tandem::testing
