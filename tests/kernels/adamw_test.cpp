@@ -47,10 +47,12 @@ TEST(AdamW, ThreeStepsMatchScalarReference) {
       for (int64_t i = 0; i < n; ++i) reference_step(rp[i], g.f32()[i], rm[i], rv[i], h);
       // Updates are ~lr = 1e-2 per step; fp32 keeps them to ~1e-7 absolute. The decay term
       // alone is lr * wd * |p| ~ 1e-3, so a wrong order or a missing correction fails.
+      // m and v are sums of terms up to 0.5 and 0.25 that may cancel: their absolute
+      // tolerance is a few fp32 ulps of those terms.
       const std::string at = "n " + std::to_string(n) + " step " + std::to_string(step);
       TANDEM_EXPECT_CLOSE(p.f32(), rp.data(), n, 1e-6, 1e-6, at + " param");
-      TANDEM_EXPECT_CLOSE(m.f32(), rm.data(), n, 1e-9, 1e-5, at + " m");
-      TANDEM_EXPECT_CLOSE(v.f32(), rv.data(), n, 1e-12, 1e-5, at + " v");
+      TANDEM_EXPECT_CLOSE(m.f32(), rm.data(), n, 1e-7, 1e-5, at + " m");
+      TANDEM_EXPECT_CLOSE(v.f32(), rv.data(), n, 5e-8, 1e-5, at + " v");
     }
   }
 }

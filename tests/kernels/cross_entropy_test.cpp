@@ -104,8 +104,12 @@ TEST(CrossEntropy, BackwardGradcheckWithPaddingAndIgnoredTarget) {
   for (int64_t n = 0; n < kN; ++n)
     for (int64_t j = 0; j < kPadded; ++j) {
       const float g = dlogits.f32()[n * kPadded + j];
-      if (j >= kVocab) EXPECT_EQ(g, 0.0f) << "padding column " << j << " row " << n;
-      if (kTargets[n] < 0) EXPECT_EQ(g, 0.0f) << "ignored row " << n << " column " << j;
+      if (j >= kVocab) {
+        EXPECT_EQ(g, 0.0f) << "padding column " << j << " row " << n;
+      }
+      if (kTargets[n] < 0) {
+        EXPECT_EQ(g, 0.0f) << "ignored row " << n << " column " << j;
+      }
     }
   const NaiveXent ref = naive_xent(logits, kTargets, kVocab, scale);
   TANDEM_EXPECT_CLOSE(dlogits.f32(), ref.grad.data(), dlogits.numel(), 1e-7, 1e-5,

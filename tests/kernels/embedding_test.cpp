@@ -63,8 +63,14 @@ TEST(Embedding, BackwardGradcheckRepeatedIdsAndShard) {
       embedding_forward(*be, out, ids, table, offset, /*accumulate=*/true);
       return testing::dot(out.f32(), R.f32(), out.numel());
     };
-    Tensor dtable = be->zeros({rows, kC});
+    // dtable is a view with two guard rows on each side: ids outside the shard must not
+    // write next to it.
+    Tensor guarded = be->zeros({rows + 4, kC});
+    Tensor dtable = guarded.rows(2, 2 + rows);
     embedding_backward(*be, dtable, R, ids, offset);
+    for (int64_t g : {int64_t{0}, int64_t{1}, rows + 2, rows + 3})
+      for (int64_t c = 0; c < kC; ++c)
+        ASSERT_EQ(guarded.f32()[g * kC + c], 0.0f) << "write outside the shard, guard row " << g;
     testing::GradCheckOptions opt;
     opt.eps = 1e-2f;
     opt.atol = 1e-4;

@@ -1,0 +1,151 @@
+// Micro-benchmark of the CPU reference kernels at GPT-2-small shapes (N tokens, C = 768,
+// 12 heads of 64, vocab 50257 padded to 50304): median wall time per call and GFLOP/s
+// (or GB/s for memory-bound kernels).
+//
+// Usage: kernel_bench [threads=2] [tokens=256] [reps=20]
+// Flop counts: linear 2*N*in*out (backward: dW and dx, twice that); causal attention
+// forward 2*T^2*D per head (QK^T and PV over the lower triangle), backward 4*T^2*D (+ the
+// recomputed QK^T when probs are not saved). Bytes for memory-bound kernels count one read
+// of each input and one write of each output.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "kernels/adamw.h"
+#include "kernels/attention.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/gelu.h"
+#include "kernels/layernorm.h"
+#include "kernels/matmul.h"
+#include "runtime/core/backend.h"
+
+namespace {
+
+using tandem::Backend;
+using tandem::Tensor;
+namespace k = tandem::kernels;
+
+Tensor rand(Backend& be, tandem::Shape s, float lo = -1.0f, float hi = 1.0f) {
+  Tensor t = be.empty(std::move(s));
+  std::mt19937 rng(42);
+  std::uniform_real_distribution<float> d(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = d(rng);
+  return t;
+}
+
+double median_ms(int reps, const std::function<void()>& fn) {
+  fn();  // warm-up (page faults, thread pools)
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                     .count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void report_flops(const char* name, double ms, double flops) {
+  std::printf("%-34s %9.3f ms  %8.1f GFLOP/s\n", name, ms, flops / (ms * 1e6));
+}
+void report_bytes(const char* name, double ms, double bytes) {
+  std::printf("%-34s %9.3f ms  %8.1f GB/s\n", name, ms, bytes / (ms * 1e6));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  const int64_t N = argc > 2 ? std::atoll(argv[2]) : 256;
+  const int reps = argc > 3 ? std::atoi(argv[3]) : 20;
+  const int64_t C = 768, H = 12, D = 64, V = 50257, Vp = 50304;
+  auto be = tandem::make_cpu_backend(threads);
+  std::printf("CPU kernels, %d threads, N = %lld tokens, C = %lld\n", threads,
+              static_cast<long long>(N), static_cast<long long>(C));
+
+  // Linear layers of a block: qkv (C -> 3C), fc (C -> 4C), fc-proj (4C -> C).
+  for (auto [in, out, name] : {std::tuple<int64_t, int64_t, const char*>{C, 3 * C, "qkv"},
+                               {C, 4 * C, "fc"}, {4 * C, C, "fc_proj"}}) {
+    Tensor x = rand(*be, {N, in}), W = rand(*be, {out, in}), b = rand(*be, {out});
+    Tensor y = be->empty({N, out}), dx = be->empty({N, in}), dW = be->zeros({out, in});
+    Tensor db = be->zeros({out});
+    char label[64];
+    std::snprintf(label, sizeof label, "linear fwd %s [%lldx%lld]", name,
+                  static_cast<long long>(in), static_cast<long long>(out));
+    report_flops(label, median_ms(reps, [&] { k::linear_forward(*be, y, x, W, &b); }),
+                 2.0 * N * in * out);
+    std::snprintf(label, sizeof label, "linear bwd %s", name);
+    report_flops(label, median_ms(reps, [&] { k::linear_backward(*be, &dx, dW, &db, y, x, W); }),
+                 4.0 * N * in * out);
+  }
+
+  // Attention: B = 1, T = N; and B = 1, T = 1024.
+  for (int64_t T : {N, int64_t{1024}}) {
+    Tensor qkv = rand(*be, {1, T, 3 * H * D}), dout = rand(*be, {1, T, H * D});
+    Tensor out = be->empty({1, T, H * D}), lse = be->empty({1, H, T});
+    Tensor probs = be->empty({1, H, T, T}), dqkv = be->empty({1, T, 3 * H * D});
+    const double f = 2.0 * H * T * T * D;
+    char label[64];
+    std::snprintf(label, sizeof label, "attention fwd T=%lld", static_cast<long long>(T));
+    report_flops(label, median_ms(reps, [&] { k::attention_forward(*be, out, lse, nullptr, qkv, H); }),
+                 f);
+    std::snprintf(label, sizeof label, "attention fwd+probs T=%lld", static_cast<long long>(T));
+    report_flops(label, median_ms(reps, [&] { k::attention_forward(*be, out, lse, &probs, qkv, H); }),
+                 f);
+    std::snprintf(label, sizeof label, "attention bwd (probs) T=%lld", static_cast<long long>(T));
+    report_flops(label,
+                 median_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, &probs, H); }),
+                 2 * f);
+    std::snprintf(label, sizeof label, "attention bwd (recompute) T=%lld",
+                  static_cast<long long>(T));
+    report_flops(label,
+                 median_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, nullptr, H); }),
+                 2.5 * f);
+  }
+
+  {  // LayerNorm and GELU
+    Tensor x = rand(*be, {N, C}), w = rand(*be, {C}), b = rand(*be, {C});
+    Tensor y = be->empty({N, C}), mean = be->empty({N}), rstd = be->empty({N});
+    Tensor dx = be->zeros({N, C}), dw = be->zeros({C}), dbias = be->zeros({C});
+    report_bytes("layernorm fwd", median_ms(reps, [&] { k::layernorm_forward(*be, y, mean, rstd, x, w, b); }),
+                 8.0 * N * C);
+    report_bytes("layernorm bwd",
+                 median_ms(reps, [&] { k::layernorm_backward(*be, dx, dw, dbias, y, x, w, mean, rstd); }),
+                 16.0 * N * C);
+    Tensor h = rand(*be, {N, 4 * C}), g = be->empty({N, 4 * C});
+    report_bytes("gelu fwd [N x 4C]", median_ms(reps, [&] { k::gelu_forward(*be, g, h); }), 8.0 * N * 4 * C);
+    report_bytes("gelu bwd [N x 4C]", median_ms(reps, [&] { k::gelu_backward(*be, g, h, g); }),
+                 12.0 * N * 4 * C);
+  }
+
+  {  // Cross-entropy over the padded GPT-2 vocabulary
+    Tensor logits = rand(*be, {N, Vp}, -5.0f, 5.0f);
+    Tensor targets = be->empty({N}, tandem::DType::I32);
+    for (int64_t n = 0; n < N; ++n) targets.i32()[n] = static_cast<int32_t>((n * 7919) % V);
+    Tensor losses = be->empty({N}), rowmax = be->empty({N}), sumexp = be->empty({N});
+    Tensor dlogits = be->empty({N, Vp});
+    report_bytes("xent fwd [N x 50304]",
+                 median_ms(reps, [&] { k::softmax_xent_forward(*be, losses, rowmax, sumexp, logits, targets, V); }),
+                 8.0 * N * Vp);
+    report_bytes("xent bwd [N x 50304]",
+                 median_ms(reps, [&] {
+                   k::xent_backward(*be, dlogits, logits, rowmax, sumexp, targets, 0, V, 1.0f / N);
+                 }),
+                 8.0 * N * Vp);
+  }
+
+  {  // AdamW over 16M parameters
+    const int64_t P = 16 << 20;
+    Tensor p = rand(*be, {P}), g = rand(*be, {P}), m = be->zeros({P}), v = be->zeros({P});
+    k::AdamWHyper hp;
+    hp.weight_decay = 0.1f;
+    report_bytes("adamw 16M params", median_ms(std::max(3, reps / 4), [&] { k::adamw_step(*be, p, g, m, v, hp); }),
+                 28.0 * P);
+  }
+  return 0;
+}
