@@ -208,7 +208,7 @@ int data_command(int argc, char** argv) {
   const PrepareResult r = prepare_data(o);
   const double mb = static_cast<double>(r.text_bytes) / 1e6;
   const int64_t total = r.train_tokens + r.val_tokens;
-  std::printf("data prepare: %d documents, %.2f MB of text -> %lld tokens\n",
+  std::printf("data prepare: %d document(s), %.2f MB of text -> %lld tokens\n",
               r.documents, mb,
               static_cast<long long>(total));
   std::printf("  tokenized in %.2f s (%.1f MB/s, %.2f M tokens/s, one core)\n", r.tokenize_seconds,

@@ -14,7 +14,7 @@ namespace tandem {
 namespace k = kernels;
 
 Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
-         Recompute recompute)
+         Recompute recompute, int64_t flat_pad)
     : be_(be), opt_(opt), stage_(stage), tp_(tp), recompute_(recompute), store_(be) {
   if (stage_.num_layers < 0) stage_.num_layers = opt.layers - stage_.first_layer;
   TANDEM_CHECK(stage_.first_layer >= 0 && stage_.first_layer + stage_.num_layers <= opt.layers,
@@ -51,6 +51,8 @@ Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communi
     wpe.decay = true;
     wpe.norm_owner = r == 0;
     store_.add(wpe);
+  } else if (stage_.has_head) {
+    store_.add(wte_spec(false));  // tied copy; its gradient is summed with the first stage's
   }
   for (int l = 0; l < stage_.num_layers; ++l)
     blocks_.push_back(std::make_unique<TransformerBlock>(store_, opt, stage_.first_layer + l, tp));
@@ -63,9 +65,8 @@ Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communi
       s.norm_owner = r == 0;
       store_.add(s);
     }
-    if (!stage_.has_embedding) store_.add(wte_spec(false));  // tied copy, gradient summed later
   }
-  store_.finalize();
+  store_.finalize(flat_pad);
   for (auto& b : blocks_) b->bind();
   wte_ = store_.find("wte");
   wpe_ = store_.find("wpe");

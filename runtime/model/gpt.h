@@ -41,8 +41,10 @@ struct StageState {
 
 class Gpt {
  public:
+  // flat_pad: the flat parameter/gradient buffers are padded to a multiple of this (the
+  // data-parallel size, so gradient buckets split evenly over dp ranks).
   Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
-      Recompute recompute);
+      Recompute recompute, int64_t flat_pad = 1);
 
   ParamStore& params() { return store_; }
   const ModelOptions& options() const { return opt_; }

@@ -2,6 +2,7 @@
 #include "runtime/model/param_store.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 namespace tandem {
@@ -68,10 +69,12 @@ int ParamStore::add(ParamSpec spec) {
   return static_cast<int>(params_.size()) - 1;
 }
 
-void ParamStore::finalize() {
+void ParamStore::finalize(int64_t pad_multiple) {
   TANDEM_CHECK(!finalized(), "ParamStore finalized twice");
-  values_ = be_.zeros({total_});
-  grads_ = be_.zeros({total_});
+  TANDEM_CHECK(pad_multiple >= 1, "pad_multiple {} < 1", pad_multiple);
+  const int64_t padded = (total_ + pad_multiple - 1) / pad_multiple * pad_multiple;
+  values_ = be_.zeros({std::max<int64_t>(padded, 1)});
+  grads_ = be_.zeros({std::max<int64_t>(padded, 1)});
   for (Param& p : params_) {
     p.value = values_.flat_range(p.offset, p.spec.compute);
     p.grad = grads_.flat_range(p.offset, p.spec.compute);
@@ -111,8 +114,9 @@ int64_t ParamStore::logical_index(const Param& p, int64_t j) {
 }
 
 void ParamStore::init(uint64_t seed) {
-  Tensor host = be_.host_empty({total_});
+  Tensor host = be_.host_empty({values_.numel()});
   float* h = host.f32();
+  std::memset(h, 0, sizeof(float) * values_.numel());
   for (const Param& p : params_) {
     float* dst = h + p.offset;
     switch (p.spec.init) {

@@ -51,7 +51,9 @@ class ParamStore {
   // Registers a parameter; call before finalize(). Returns its index.
   int add(ParamSpec spec);
   // Allocates the flat value/grad buffers (grads zeroed) and binds every Param's tensors.
-  void finalize();
+  // The buffers are padded with zeros to a multiple of `pad_multiple` elements (so data-parallel
+  // buckets split evenly); padding belongs to no parameter.
+  void finalize(int64_t pad_multiple = 1);
   bool finalized() const { return values_.defined(); }
 
   void init(uint64_t seed);  // layout-independent initialisation of every parameter
@@ -62,7 +64,8 @@ class ParamStore {
   Param* find(const std::string& name);
   Param& get(const std::string& name);  // throws naming the parameter when absent
   const std::vector<Param>& all() const { return params_; }
-  int64_t numel() const { return total_; }
+  int64_t numel() const { return total_; }             // elements held by parameters
+  int64_t padded_numel() const { return values_.numel(); }  // flat buffer size (>= numel())
   Tensor& values() { return values_; }
   Tensor& grads() { return grads_; }
   Backend& backend() { return be_; }

@@ -142,6 +142,8 @@ TEST_F(DataLoaderTest, DataParallelSlicesAreDisjointAndMakeTheGlobalBatch) {
       EXPECT_EQ(in, gin) << "step " << step << " dp " << dp;
       EXPECT_EQ(tg, gtg) << "step " << step << " dp " << dp;
     }
+    // Within one epoch no window repeats (a batch that straddles two epochs may repeat one).
+    if ((step * B) / kW != (step * B + B - 1) / kW) continue;
     std::set<int64_t> windows;
     for (int64_t i = 0; i < B; ++i) windows.insert(dl.window_of(step * B + i));
     EXPECT_EQ(windows.size(), static_cast<size_t>(B)) << "a window repeats inside step " << step;
