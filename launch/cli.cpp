@@ -11,6 +11,8 @@
 
 #include "launch/config.h"
 #include "launch/data_command.h"
+#include "parallel/device_binding.h"
+#include "parallel/mesh.h"
 #include "parallel/mpi_env.h"
 #include "runtime/core/backend.h"
 #include "runtime/core/logging.h"
@@ -58,6 +60,14 @@ TrainArgs parse_train_args(int argc, char** argv) {
   return a;
 }
 
+// Binds this rank to a GPU by its node-local rank (works under mpirun and srun alike).
+BackendOptions bo_for_rank(BackendOptions bo, const MpiEnv& env) {
+  if (bo.device == "auto") bo.device = cuda_available() ? "cuda" : "cpu";
+  if (bo.device == "cuda")
+    bo.device_index = local_device_for(env.local_rank(), env.local_size(), cuda_device_count());
+  return bo;
+}
+
 // Every rank validates on its own; then one collective agrees on the outcome, so a rank whose
 // config failed never leaves the others waiting in a later collective.
 bool all_ranks_ok(bool ok) {
@@ -73,13 +83,7 @@ int run_train(MpiEnv& env, int argc, char** argv) {
   try {
     args = parse_train_args(argc, argv);
     cfg = load_config(args.config, args.overrides);
-    check_supported_now(cfg);
-    check_batch_layout(cfg);
-    const int layout = cfg.parallel.dp * cfg.parallel.tp * cfg.parallel.pp;
-    if (layout != env.world_size())
-      throw ConfigError(fmt::format(
-          "parallel.dp * parallel.tp * parallel.pp = {} * {} * {} = {} but the job has {} ranks",
-          cfg.parallel.dp, cfg.parallel.tp, cfg.parallel.pp, layout, env.world_size()));
+    check_layout(cfg, env.world_size());
   } catch (const ConfigError& e) {
     error = e.what();
   }
@@ -96,8 +100,7 @@ int run_train(MpiEnv& env, int argc, char** argv) {
   BackendOptions bo;
   bo.device = cfg.train.device;
   bo.threads = threads;
-  bo.device_index = env.local_rank();
-  auto backend = make_backend(bo);
+  auto backend = make_backend(bo_for_rank(bo, env));
   spdlog::info("tandem train {} | ranks {} | backend {}", args.config, env.world_size(), backend->name());
   spdlog::info("config:\n{}", describe_config(cfg));
 
@@ -108,9 +111,9 @@ int run_train(MpiEnv& env, int argc, char** argv) {
   to.parallel = cfg.parallel;
   to.sample = cfg.sample;
   to.metrics_out = args.metrics_out;
-  to.rank = env.rank();
-  auto tp = make_self_communicator("tp");
-  Trainer trainer(*backend, to, *tp);
+  const ParallelOptions& p = cfg.parallel;
+  Mesh mesh(env.world(), p.dp, p.tp, p.pp, p.order, backend->kind(), p.timeout_s, backend->cuda());
+  Trainer trainer(*backend, to, mesh);
   trainer.run();
   return 0;
 }

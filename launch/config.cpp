@@ -7,6 +7,8 @@
 // "WHERE: MESSAGE", WHERE being "file:LINE" (1-based) or "--set key=value".
 #include "launch/config.h"
 
+#include "parallel/pipeline_schedule.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -116,7 +118,9 @@ const std::vector<KeySpec>& schema() {
       {.path = "parallel.order", .field = TANDEM_FIELD(parallel.order), .check = is_mesh_order,
        .check_expect = "a permutation of tp, dp, pp joined by '-' (e.g. \"tp-dp-pp\")"},
       {.path = "parallel.schedule", .field = TANDEM_FIELD(parallel.schedule),
-       .choices = {"gpipe", "1f1b"}},
+       .choices = {"gpipe", "1f1b", "interleaved"}},
+      {.path = "parallel.chunks", .field = TANDEM_FIELD(parallel.chunks), .range = at_least(1)},
+      {.path = "parallel.bucket_mb", .field = TANDEM_FIELD(parallel.bucket_mb), .range = at_least(1)},
       {.path = "parallel.timeout_s", .field = TANDEM_FIELD(parallel.timeout_s),
        .range = above(0)},
 
@@ -555,22 +559,40 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
   return config_from_yaml_string(text.str(), overrides, path);
 }
 
-void check_supported_now(const RunConfig& cfg) {
+void check_layout(const RunConfig& cfg, int world_size) {
   const ParallelOptions& p = cfg.parallel;
-  auto refuse = [&](const char* key, const std::string& value, const char* feature,
-                    const char* fix) {
-    fail(origin_of(cfg, key) == "default" ? cfg.source : origin_of(cfg, key),
-         fmt::format("{}={}: {} is not available in this build yet (set {})", key, value,
-                     feature, fix));
-  };
-  if (p.dp != 1) refuse("parallel.dp", std::to_string(p.dp), "data parallelism", "parallel.dp: 1");
-  if (p.tp != 1)
-    refuse("parallel.tp", std::to_string(p.tp), "tensor parallelism", "parallel.tp: 1");
-  if (p.pp != 1)
-    refuse("parallel.pp", std::to_string(p.pp), "pipeline parallelism", "parallel.pp: 1");
-  if (p.zero != 0)
-    refuse("parallel.zero", std::to_string(p.zero), "ZeRO optimizer-state sharding",
-           "parallel.zero: 0");
+  const ModelOptions& m = cfg.model;
+  if (static_cast<long long>(p.dp) * p.tp * p.pp != world_size)
+    fail(lead(cfg, {"parallel.dp", "parallel.tp", "parallel.pp"}),
+         fmt::format("parallel.dp * parallel.tp * parallel.pp = {} * {} * {} = {} but the job has {} "
+                     "ranks", p.dp, p.tp, p.pp, static_cast<long long>(p.dp) * p.tp * p.pp,
+                     world_size));
+  if (m.heads % p.tp != 0)
+    fail(lead(cfg, {"parallel.tp", "model.heads"}),
+         fmt::format("model.heads={} is not divisible by parallel.tp={} (attention is split by heads)",
+                     m.heads, p.tp));
+  if (m.padded_vocab() % p.tp != 0)
+    fail(lead(cfg, {"parallel.tp", "model.vocab"}),
+         fmt::format("the padded vocabulary {} (model.vocab={} rounded up to a multiple of {}) is not "
+                     "divisible by parallel.tp={}", m.padded_vocab(), m.vocab,
+                     ModelOptions::kVocabPad, p.tp));
+  if (p.chunks > 1 && p.schedule != "interleaved")
+    fail(lead(cfg, {"parallel.chunks", "parallel.schedule"}),
+         fmt::format("parallel.chunks={} needs parallel.schedule: interleaved (got {})", p.chunks,
+                     p.schedule));
+  const long long vstages = static_cast<long long>(p.pp) * p.chunks;
+  if (m.layers < vstages)
+    fail(lead(cfg, {"parallel.pp", "parallel.chunks", "model.layers"}),
+         fmt::format("model.layers={} is fewer than the {} pipeline stages (parallel.pp={} x "
+                     "parallel.chunks={}); every stage needs at least one layer", m.layers, vstages,
+                     p.pp, p.chunks));
+  check_batch_layout(cfg);
+  try {
+    check_schedule(parse_schedule(p.schedule), p.pp, p.microbatches, p.chunks);
+  } catch (const ConfigError& e) {
+    fail(lead(cfg, {"parallel.schedule", "parallel.microbatches", "parallel.pp", "parallel.chunks"}),
+         e.what());
+  }
 }
 
 void check_batch_layout(const RunConfig& cfg) {

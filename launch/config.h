@@ -45,9 +45,12 @@ RunConfig config_from_yaml_string(const std::string& text,
                                   const std::vector<std::string>& overrides,
                                   const std::string& source = "<string>");
 
-// Throws ConfigError naming the key when the config asks for a feature this build does not
-// have yet: parallel.dp/tp/pp != 1, parallel.zero != 0 (offload runs on one rank).
-void check_supported_now(const RunConfig& cfg);
+// Checks the parallel layout against the job, identically on every rank before any
+// collective; throws ConfigError naming the keys and the rule broken: dp*tp*pp != world_size,
+// heads or padded vocabulary not divisible by tp, fewer layers than pipeline stages,
+// micro-batches that do not divide the batch, and schedule rules (1F1B needs
+// microbatches >= pp; interleaved needs microbatches % pp == 0 and chunks >= 2).
+void check_layout(const RunConfig& cfg, int world_size);
 
 // Throws ConfigError unless train.batch % (parallel.dp * parallel.microbatches) == 0.
 void check_batch_layout(const RunConfig& cfg);

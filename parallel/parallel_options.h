@@ -19,7 +19,9 @@ struct ParallelOptions {
   int zero = 0;                    // 0: replicated optimizer state; 1: sharded over dp
   bool offload = false;            // optimizer state + step on the host
   std::string order = "tp-dp-pp";  // mesh dimension order, fastest-varying first
-  std::string schedule = "1f1b";   // gpipe | 1f1b
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved
+  int chunks = 1;                  // model chunks (virtual stages) per pipeline rank; > 1 needs interleaved
+  int bucket_mb = 16;              // data-parallel gradient bucket size in MiB
   double timeout_s = 300.0;        // watchdog for blocking collectives
 };
 

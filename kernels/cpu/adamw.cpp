@@ -45,10 +45,13 @@ void adamw_range(float* param, const float* grad, float* m, float* v, int64_t i0
 #if defined(__AVX512F__)
   using vec = __m512;
   constexpr int64_t W = 16;
+  // maskz form: _mm512_sqrt_ps trips GCC 12's -Wmaybe-uninitialized via _mm512_undefined_ps.
+  auto vsqrt = [](vec x) { return _mm512_maskz_sqrt_ps(static_cast<__mmask16>(0xFFFF), x); };
 #define TANDEM_V(op) _mm512_##op
 #elif defined(__AVX__)
   using vec = __m256;
   constexpr int64_t W = 8;
+  auto vsqrt = [](vec x) { return _mm256_sqrt_ps(x); };
 #define TANDEM_V(op) _mm256_##op
 #endif
 #ifdef TANDEM_V
@@ -65,9 +68,10 @@ void adamw_range(float* param, const float* grad, float* m, float* v, int64_t i0
                                     TANDEM_V(mul_ps)(TANDEM_V(mul_ps)(nb2, g), g));
     TANDEM_V(storeu_ps)(m + i, mi);
     TANDEM_V(storeu_ps)(v + i, vi);
-    const vec denom = TANDEM_V(add_ps)(TANDEM_V(mul_ps)(TANDEM_V(sqrt_ps)(vi), ibc2), eps);
+    const vec denom = TANDEM_V(add_ps)(TANDEM_V(mul_ps)(vsqrt(vi), ibc2), eps);
     const vec p = TANDEM_V(mul_ps)(TANDEM_V(loadu_ps)(param + i), decay);
-    TANDEM_V(storeu_ps)(param + i, TANDEM_V(sub_ps)(p, TANDEM_V(div_ps)(TANDEM_V(mul_ps)(step, mi), denom)));
+    const vec update = TANDEM_V(div_ps)(TANDEM_V(mul_ps)(step, mi), denom);
+    TANDEM_V(storeu_ps)(param + i, TANDEM_V(sub_ps)(p, update));
   }
 #undef TANDEM_V
 #endif

@@ -53,13 +53,16 @@ inline float exp_f32(float x) {
 
 #if defined(__AVX512F__)
 constexpr int kVW = 16;  // floats per vector register
+constexpr int kMR = 8;   // micro-tile rows: 16 accumulators of the 32 registers
 #else
 constexpr int kVW = 8;
+constexpr int kMR = 4;  // 8 accumulators of the 16 registers
 #endif
 typedef float vfloat __attribute__((vector_size(kVW * sizeof(float))));
 constexpr int64_t kNR = 2 * kVW;  // micro-tile columns (two vectors)
-constexpr int kMR = 4;            // micro-tile rows: 8 independent accumulators
 constexpr int64_t kQB = 32;       // query rows per block (a multiple of kMR)
+constexpr int64_t kKC = 256;      // k-chunk of the products, so a B panel stays in L1
+static_assert(kQB % kMR == 0);
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -70,20 +73,33 @@ inline vfloat vload(const float* p) {
 }
 inline void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
 
-// C[MR x kNR] (+)= A[MR x k] * B[k x kNR]; all row-major with the given leading dimensions.
+// A operand of a product, element (r, p) at ptr[r * rs + p * ks]: rs = lda, ks = 1 for a
+// row-major A; rs = 1, ks = lda to use the transpose of a row-major matrix without copying.
+struct AOp {
+  const float* ptr;
+  int64_t rs, ks;
+  AOp at(int64_t r, int64_t p) const { return {ptr + r * rs + p * ks, rs, ks}; }
+};
+
+// C[MR x kNR] (+)= A[MR x k] * B[k x kNR] (B and C row-major with leading dims ldb, ldc).
 template <int MR>
-inline void micro_kernel(int64_t k, const float* A, int64_t lda, const float* B, int64_t ldb,
-                         float* C, int64_t ldc, bool accumulate) {
+inline void micro_kernel(int64_t k, AOp A, const float* B, int64_t ldb, float* C, int64_t ldc,
+                         bool accumulate) {
   vfloat c0[MR], c1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) c0[r] = c1[r] = vfloat{};
   for (int64_t p = 0; p < k; ++p) {
-    const vfloat b0 = vload(B + p * ldb), b1 = vload(B + p * ldb + kVW);
+    vfloat b0 = vload(B + p * ldb), b1 = vload(B + p * ldb + kVW);
+#if defined(__GNUC__)
+    // Keep the B row in registers: otherwise GCC folds a load into every FMA.
+    __asm__("" : "+v"(b0), "+v"(b1));
+#endif
+    const float* a = A.ptr + p * A.ks;
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const float a = A[r * lda + p];
-      c0[r] += a * b0;
-      c1[r] += a * b1;
+      const float av = a[r * A.rs];
+      c0[r] += av * b0;
+      c1[r] += av * b1;
     }
   }
 #pragma GCC unroll 8
@@ -98,35 +114,37 @@ inline void micro_kernel(int64_t k, const float* A, int64_t lda, const float* B,
   }
 }
 
-// C[m x n] (+)= A[m x k] * B[k x n], row-major, n a multiple of kNR.
-void small_gemm(int64_t m, int64_t n, int64_t k, const float* A, int64_t lda, const float* B,
-                int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  for (int64_t j = 0; j < n; j += kNR) {
-    int64_t i = 0;
-    for (; i + kMR <= m; i += kMR)
-      micro_kernel<kMR>(k, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc, accumulate);
-    for (; i < m; ++i) micro_kernel<1>(k, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc,
-                                       accumulate);
+// C[m x n] (+)= A[m x k] * B[k x n], B and C row-major, n a multiple of kNR. k runs in chunks
+// of kKC so that a kKC x kNR panel of B is reused from L1 across the rows of A.
+void small_gemm(int64_t m, int64_t n, int64_t k, AOp A, const float* B, int64_t ldb, float* C,
+                int64_t ldc, bool accumulate) {
+  for (int64_t p0 = 0; p0 < k || p0 == 0; p0 += kKC) {
+    const int64_t kc = std::min(kKC, k - p0);
+    const bool acc = accumulate || p0 > 0;
+    for (int64_t j = 0; j < n; j += kNR) {
+      const float* Bp = B + p0 * ldb + j;
+      int64_t i = 0;
+      for (; i + kMR <= m; i += kMR)
+        micro_kernel<kMR>(kc, A.at(i, p0), Bp, ldb, C + i * ldc + j, ldc, acc);
+      for (; i < m; ++i) micro_kernel<1>(kc, A.at(i, p0), Bp, ldb, C + i * ldc + j, ldc, acc);
+    }
   }
 }
 
-// dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols.
-void transpose(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t cols) {
-  constexpr int64_t kB = 16;
-  for (int64_t r0 = 0; r0 < rows; r0 += kB)
-    for (int64_t c0 = 0; c0 < cols; c0 += kB)
-      for (int64_t r = r0; r < std::min(rows, r0 + kB); ++r)
-        for (int64_t c = c0; c < std::min(cols, c0 + kB); ++c) dst[c * ldd + r] = src[r * lds + c];
-}
+inline AOp rows_of(const float* A, int64_t lda) { return {A, lda, 1}; }
+inline AOp transposed(const float* A, int64_t lda) { return {A, 1, lda}; }
 
 // Problem geometry and per-thread scratch layout.
 struct Geometry {
   int64_t B, T, H, D;
   int64_t Tp, Dp;  // T and D rounded up to kNR (zero padding)
+  int64_t Tl;      // leading dim of key-indexed rows: Tp + 16, never a multiple of 4 KiB, so
+                   // the rows of a panel do not all fall into the same cache sets
   int64_t C3, HD;  // qkv row width, out row width
   float scale;
   Geometry(int64_t B_, int64_t T_, int64_t H_, int64_t D_)
       : B(B_), T(T_), H(H_), D(D_), Tp(round_up(T_, kNR)), Dp(round_up(D_, kNR)),
+        Tl(Tp + 16),
         C3(3 * H_ * D_), HD(H_ * D_), scale(1.0f / std::sqrt(static_cast<float>(D_))) {}
   // Rows [0, T) of one head's slice `part` (0 q, 1 k, 2 v) into dst[T x Dp], zero padded.
   void gather_rows(float* dst, const float* qkv, int64_t b, int64_t h, int part) const {
@@ -136,10 +154,16 @@ struct Geometry {
       std::memset(dst + t * Dp + D, 0, static_cast<size_t>(Dp - D) * sizeof(float));
     }
   }
-  // The same slice transposed: dst[Dp x Tp], zero padded.
+  // The same slice transposed: dst[Dp x Tl], zero padded. Blocks of 16 tokens: each pass
+  // over d writes one full cache line and re-reads lines already in L1.
   void gather_cols(float* dst, const float* qkv, int64_t b, int64_t h, int part) const {
-    std::memset(dst, 0, static_cast<size_t>(Dp * Tp) * sizeof(float));
-    transpose(dst, Tp, qkv + b * T * C3 + part * HD + h * D, C3, T, D);
+    std::memset(dst, 0, static_cast<size_t>(Dp * Tl) * sizeof(float));
+    const float* src = qkv + b * T * C3 + part * HD + h * D;
+    for (int64_t t0 = 0; t0 < T; t0 += 16) {
+      const int64_t t1 = std::min(T, t0 + 16);
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t t = t0; t < t1; ++t) dst[d * Tl + t] = src[t * C3 + d];
+    }
   }
 };
 
@@ -165,8 +189,8 @@ void attention_forward(float* out, float* lse, float* probs, const float* qkv, i
   const Geometry g(B, T, H, D);
   const int64_t BH = B * H;
   const int nt = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), BH));
-  // Q [T x Dp] | Kt [Dp x Tp] | V [Tp x Dp] | S [kQB x Tp] | O [kQB x Dp]
-  const size_t szQ = T * g.Dp, szKt = g.Dp * g.Tp, szV = g.Tp * g.Dp, szS = kQB * g.Tp;
+  // Q [T x Dp] | Kt [Dp x Tl] | V [Tp x Dp] | S [kQB x Tl] | O [kQB x Dp]
+  const size_t szQ = T * g.Dp, szKt = g.Dp * g.Tl, szV = g.Tp * g.Dp, szS = kQB * g.Tl;
   Scratch scratch(nt, szQ + szKt + szV + szS + kQB * g.Dp);
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
@@ -186,15 +210,15 @@ void attention_forward(float* out, float* lse, float* probs, const float* qkv, i
 
     for (int64_t i0 = 0; i0 < T; i0 += kQB) {
       const int64_t i1 = std::min(T, i0 + kQB), m = i1 - i0, nk = round_up(i1, kNR);
-      small_gemm(m, nk, D, Q + i0 * g.Dp, g.Dp, Kt, g.Tp, S, g.Tp, false);
+      small_gemm(m, nk, D, rows_of(Q + i0 * g.Dp, g.Dp), Kt, g.Tl, S, g.Tl, false);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t i = i0 + r, len = i + 1;
-        float* s = S + r * g.Tp;
+        float* s = S + r * g.Tl;
         float mx = -__builtin_inff();
 #pragma omp simd reduction(max : mx)
         for (int64_t j = 0; j < len; ++j) {
           s[j] *= g.scale;
-          mx = std::max(mx, s[j]);
+          mx = mx > s[j] ? mx : s[j];  // not std::max: GCC vectorizes only this form
         }
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
@@ -213,7 +237,7 @@ void attention_forward(float* out, float* lse, float* probs, const float* qkv, i
           std::fill(prow + len, prow + T, 0.0f);
         }
       }
-      small_gemm(m, g.Dp, i1, S, g.Tp, V, g.Dp, O, g.Dp, false);
+      small_gemm(m, g.Dp, i1, rows_of(S, g.Tl), V, g.Dp, O, g.Dp, false);
       for (int64_t r = 0; r < m; ++r)
         std::memcpy(out + (b * T + i0 + r) * g.HD + h * D, O + r * g.Dp,
                     static_cast<size_t>(D) * sizeof(float));
@@ -227,12 +251,12 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
   check_dims("attention_backward", B, T, H, D);
   if (B == 0 || T == 0) return;
   const Geometry g(B, T, H, D);
-  const int64_t BH = B * H, Tp = g.Tp, Dp = g.Dp;
+  const int64_t BH = B * H, Tp = g.Tp, Tl = g.Tl, Dp = g.Dp;
   const int nt = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), BH));
-  // Q [T x Dp] | K [Tp x Dp] | Kt [Dp x Tp] | Vt [Dp x Tp] | dO [T x Dp] | Dv [T]
-  // | dK, dV [Tp x Dp] | P, dS [kQB x Tp] | Pt, dSt [Tp x kQB] | dQ [kQB x Dp]
-  const size_t szRows = T * Dp, szPad = Tp * Dp, szBlk = kQB * Tp;
-  Scratch scratch(nt, szRows * 2 + szPad * 5 + T + szBlk * 4 + kQB * Dp);
+  // Q [T x Dp] | K [Tp x Dp] | Kt [Dp x Tl] | Vt [Dp x Tl] | dO [T x Dp] | Dv [T]
+  // | dK, dV [Tp x Dp] | P, dS [kQB x Tl] | dQ [kQB x Dp]
+  const size_t szRows = T * Dp, szPad = Tp * Dp, szCols = Dp * Tl, szBlk = kQB * Tl;
+  Scratch scratch(nt, szRows * 2 + szPad * 3 + szCols * 2 + T + szBlk * 2 + kQB * Dp);
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t bh = 0; bh < BH; ++bh) {
@@ -240,16 +264,14 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
     float* Q = scratch.of(omp_get_thread_num());
     float* K = Q + szRows;
     float* Kt = K + szPad;
-    float* Vt = Kt + szPad;
-    float* dO = Vt + szPad;
+    float* Vt = Kt + szCols;
+    float* dO = Vt + szCols;
     float* Dv = dO + szRows;
     float* dK = Dv + T;
     float* dV = dK + szPad;
     float* P = dV + szPad;
     float* dS = P + szBlk;
-    float* Pt = dS + szBlk;
-    float* dSt = Pt + szBlk;
-    float* dQ = dSt + szBlk;
+    float* dQ = dS + szBlk;
 
     g.gather_rows(Q, qkv, b, h, 0);
     g.gather_rows(K, qkv, b, h, 1);
@@ -273,10 +295,10 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
     for (int64_t i0 = 0; i0 < T; i0 += kQB) {
       const int64_t i1 = std::min(T, i0 + kQB), m = i1 - i0, nk = round_up(i1, kNR);
       // P block [m x nk]: saved or recomputed; zero above the diagonal and in the padding.
-      if (!probs_bh) small_gemm(m, nk, D, Q + i0 * Dp, Dp, Kt, Tp, P, Tp, false);
+      if (!probs_bh) small_gemm(m, nk, D, rows_of(Q + i0 * Dp, Dp), Kt, Tl, P, Tl, false);
       for (int64_t r = 0; r < m; ++r) {
         const int64_t i = i0 + r, len = i + 1;
-        float* p = P + r * Tp;
+        float* p = P + r * Tl;
         if (probs_bh) {
           std::memcpy(p, probs_bh + i * T, static_cast<size_t>(len) * sizeof(float));
         } else {
@@ -287,24 +309,22 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
         std::fill(p + len, p + nk, 0.0f);
       }
       // dP = dO_blk Vt; dS = P (dP - D_i) / sqrt(D)   (the 1/sqrt(D) of dq and dk folded in)
-      small_gemm(m, nk, D, dO + i0 * Dp, Dp, Vt, Tp, dS, Tp, false);
+      small_gemm(m, nk, D, rows_of(dO + i0 * Dp, Dp), Vt, Tl, dS, Tl, false);
       for (int64_t r = 0; r < m; ++r) {
-        const float* p = P + r * Tp;
-        float* ds = dS + r * Tp;
+        const float* p = P + r * Tl;
+        float* ds = dS + r * Tl;
         const float di = Dv[i0 + r];
 #pragma omp simd
         for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - di) * g.scale;
       }
       // dQ_blk = dS K
-      small_gemm(m, Dp, i1, dS, Tp, K, Dp, dQ, Dp, false);
+      small_gemm(m, Dp, i1, rows_of(dS, Tl), K, Dp, dQ, Dp, false);
       for (int64_t r = 0; r < m; ++r)
         std::memcpy(dqkv + (b * T + i0 + r) * g.C3 + h * D, dQ + r * Dp,
                     static_cast<size_t>(D) * sizeof(float));
       // dK[0:nk] += dS^T Q_blk;  dV[0:nk] += P^T dO_blk
-      transpose(dSt, kQB, dS, Tp, m, nk);
-      transpose(Pt, kQB, P, Tp, m, nk);
-      small_gemm(nk, Dp, m, dSt, kQB, Q + i0 * Dp, Dp, dK, Dp, true);
-      small_gemm(nk, Dp, m, Pt, kQB, dO + i0 * Dp, Dp, dV, Dp, true);
+      small_gemm(nk, Dp, m, transposed(dS, Tl), Q + i0 * Dp, Dp, dK, Dp, true);
+      small_gemm(nk, Dp, m, transposed(P, Tl), dO + i0 * Dp, Dp, dV, Dp, true);
     }
     for (int64_t t = 0; t < T; ++t) {
       float* row = dqkv + (b * T + t) * g.C3 + h * D;

@@ -66,8 +66,9 @@ void xent_row_max(float* rowmax, const float* logits, int64_t N, int64_t Vl, int
   for (int64_t n = 0; n < N; ++n) {
     const float* row = logits + n * Vl;
     float m = -__builtin_inff();
+    // (a ternary, not std::max: GCC vectorizes only this form of the max reduction)
 #pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < valid; ++j) m = std::max(m, row[j]);
+    for (int64_t j = 0; j < valid; ++j) m = m > row[j] ? m : row[j];
     rowmax[n] = m;
   }
 }

@@ -12,7 +12,8 @@ namespace tandem {
 
 #ifdef TANDEM_HAVE_CUDA
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opts);  // cuda/backend_cuda.cpp
-int cuda_device_count();
+#else
+int cuda_device_count() { return 0; }
 #endif
 
 Tensor Backend::empty(Shape shape, DType dtype) {

@@ -50,6 +50,7 @@ class Backend {
 // True when this build has CUDA and at least one device is visible.
 bool cuda_available();
 bool cuda_compiled();
+int cuda_device_count();  // visible CUDA devices; 0 without CUDA (never throws)
 
 std::unique_ptr<Backend> make_backend(const BackendOptions& opts);
 std::unique_ptr<Backend> make_cpu_backend(int threads);

@@ -67,7 +67,10 @@ Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communi
     }
   }
   store_.finalize(flat_pad);
-  for (auto& b : blocks_) b->bind();
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    blocks_[l]->bind();
+    block_offsets_.push_back(store_.get(fmt::format("h.{}.ln1.w", stage_.first_layer + l)).offset);
+  }
   wte_ = store_.find("wte");
   wpe_ = store_.find("wpe");
   lnf_w_ = store_.find("lnf.w");
@@ -190,7 +193,17 @@ void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool tra
   st.dfinal = dx;
 }
 
-Tensor Gpt::backward(StageState& st, const Tensor* dout) {
+void Gpt::set_offload_block_inputs(bool on) {
+  for (auto& b : blocks_) b->set_offload_input(on);
+}
+
+int64_t Gpt::block_offset(int l) const {
+  TANDEM_CHECK(l >= 0 && l < num_local_layers(), "block {} of {}", l, num_local_layers());
+  return block_offsets_[l];
+}
+
+Tensor Gpt::backward(StageState& st, const Tensor* dout,
+                     const std::function<void(int64_t)>& grads_final_from) {
   const int64_t b = st.b, T = st.T;
   Tensor d;
   if (stage_.has_head) {
@@ -202,7 +215,10 @@ Tensor Gpt::backward(StageState& st, const Tensor* dout) {
     d = be_.empty({b * T, opt_.dim});
     be_.copy(d, *dout);
   }
-  for (size_t l = blocks_.size(); l-- > 0;) d = blocks_[l]->backward(d, b, T, st.blocks[l]);
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    d = blocks_[l]->backward(d, b, T, st.blocks[l]);
+    if (grads_final_from) grads_final_from(block_offset(static_cast<int>(l)));
+  }
   Tensor din;
   if (stage_.has_embedding) {
     k::embedding_backward(be_, wte_->grad, d, st.tokens, vocab_begin_);

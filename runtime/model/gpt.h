@@ -11,6 +11,7 @@
 // vocabulary shard of them). Parameter gradients accumulate (+=) across micro-batches.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -60,7 +61,13 @@ class Gpt {
                                       float loss_scale);
   // dout: gradient of state.output (non-head stages; ignored on the head stage). Returns the
   // gradient of the stage input (undefined on the embedding stage). Releases the state.
-  Tensor backward(StageState& st, const Tensor* dout);
+  // grads_final_from, when set, is called after each block's backward with the flat offset
+  // from which this micro-batch's gradient contributions are complete (for the last
+  // micro-batch of a step: every gradient at or past that offset is final).
+  Tensor backward(StageState& st, const Tensor* dout,
+                  const std::function<void(int64_t)>& grads_final_from = {});
+  // Flat offset of the first parameter of local block l (for gradient-sync watermarks).
+  int64_t block_offset(int l) const;
 
   // Sampling support (a single-stage model): logits of the next token after `context`
   // (full vocabulary, padding removed), gathered across the tp group.
@@ -69,6 +76,8 @@ class Gpt {
   // Bytes of activations kept per micro-batch of b sequences (analytic, for reports).
   int64_t activation_bytes(int64_t b, int64_t T) const;
   int num_local_layers() const { return static_cast<int>(blocks_.size()); }
+  // With recompute=full on a GPU backend, keep each block's saved input in host memory.
+  void set_offload_block_inputs(bool on);
 
  private:
   Tensor device_ids(const int32_t* host, int64_t n);
@@ -83,6 +92,7 @@ class Gpt {
   Recompute recompute_;
   ParamStore store_;
   std::vector<std::unique_ptr<TransformerBlock>> blocks_;
+  std::vector<int64_t> block_offsets_;  // flat offset of each local block's first parameter
   Param *wte_ = nullptr, *wpe_ = nullptr, *lnf_w_ = nullptr, *lnf_b_ = nullptr;
   int64_t Vp_ = 0, Vl_ = 0, vocab_begin_ = 0;
 };

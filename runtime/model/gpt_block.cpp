@@ -141,7 +141,12 @@ Tensor TransformerBlock::forward(const Tensor& x, int64_t b, int64_t T, Recomput
   if (saved && mode == Recompute::Full) {
     Tensor input = s.x;
     s = BlockSaved{};
-    s.x = input;
+    if (offload_input_ && be_.kind() != DeviceKind::CPU) {
+      s.x_host = be_.host_empty(input.shape());
+      be_.copy(s.x_host, input);
+    } else {
+      s.x = input;
+    }
   }
   return x2;
 }
@@ -150,6 +155,11 @@ Tensor TransformerBlock::backward(const Tensor& dout, int64_t b, int64_t T, Bloc
   const int64_t N = b * T;
   check_shape(dout, {N, C_}, "block output gradient");
   if (!saved.complete) {
+    if (!saved.x.defined()) {  // offloaded input comes back from the host
+      saved.x = be_.empty(saved.x_host.shape());
+      be_.copy(saved.x, saved.x_host);
+      saved.x_host = Tensor();
+    }
     Tensor none;
     forward_into(saved.x, b, T, /*keep_probs=*/true, /*keep_gelu=*/true, saved, none);
   }

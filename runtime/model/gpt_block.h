@@ -24,7 +24,8 @@
 namespace tandem {
 
 struct BlockSaved {
-  Tensor x;                          // block input (always kept; may live on the host)
+  Tensor x;                          // block input (kept unless offloaded to x_host)
+  Tensor x_host;                     // full recompute + offload on a GPU: the input in host memory
   Tensor ln1, mean1, rstd1, qkv, att, lse, probs, x1, ln2, mean2, rstd2, fc, gelu;
   bool complete = false;             // intermediates present (false under full recompute)
 };
@@ -34,6 +35,9 @@ class TransformerBlock {
   // Registers this block's parameters (names "h.<layer>.*") in `store`.
   TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer, Communicator& tp);
   void bind();  // after store.finalize(): resolve parameter tensors
+  // Full recompute only: keep the saved block input in (pinned) host memory instead of device
+  // memory. A no-op on the CPU backend, where activations already live in host memory.
+  void set_offload_input(bool on) { offload_input_ = on; }
 
   // x: [N, C] with N = b * T. Returns x2 [N, C].
   Tensor forward(const Tensor& x, int64_t b, int64_t T, Recompute mode, BlockSaved* saved);
@@ -59,6 +63,7 @@ class TransformerBlock {
   Communicator& tp_;
   int64_t C_, Cl_, Hl_;  // model dim, local attention width, local heads
   W w_{};
+  bool offload_input_ = false;
 };
 
 }  // namespace tandem

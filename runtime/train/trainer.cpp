@@ -1,20 +1,22 @@
-// The training step loop.
+// The training step loop over a (dp x tp x pp) mesh.
 #include "runtime/train/trainer.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <random>
 
-#include <unistd.h>
-
+#include "parallel/pipeline_schedule.h"
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/data_loader.h"
 #include "runtime/train/adamw_optimizer.h"
+#include "runtime/train/grad_sync.h"
 #include "runtime/train/lr_schedule.h"
 #include "runtime/train/metrics.h"
+#include "runtime/train/pipeline_executor.h"
 
 namespace tandem {
 
@@ -32,54 +34,100 @@ std::string hms(double s) {
   return fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
 }
 
-std::string mib(size_t bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
+std::string mib(double bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
+
+// Reduces a few host scalars over a group (through a tensor on the backend's device, so the
+// same code serves MPI and NCCL groups).
+std::vector<float> allreduce_host(Backend& be, Communicator& comm, std::vector<float> v,
+                                  ReduceOp op = ReduceOp::Sum) {
+  if (comm.size() == 1) return v;
+  const int64_t n = static_cast<int64_t>(v.size());
+  Tensor host = Tensor::wrap(v.data(), DeviceKind::CPU, {n}, DType::F32);
+  Tensor dev = be.empty({n});
+  be.copy(dev, host);
+  comm.all_reduce(dev, op);
+  be.copy(host, dev);
+  return v;
+}
 
 }  // namespace
+
+std::pair<int, int> stage_layers(int layers, int vstages, int v) {
+  const int base = layers / vstages, extra = layers % vstages;
+  const int first = v * base + std::min(v, extra);
+  return {first, base + (v < extra ? 1 : 0)};
+}
 
 struct Trainer::Impl {
   Backend& be;
   TrainerOptions o;
-  Communicator& tp;
+  Mesh& mesh;
+  int rank;
   std::unique_ptr<DataLoader> train_data, val_data;
-  std::unique_ptr<AdamWOptimizer> opt;
+  std::vector<std::unique_ptr<Gpt>> chunks;
+  std::vector<std::unique_ptr<GradSync>> syncs;
+  std::vector<std::unique_ptr<AdamWOptimizer>> opts;
+  std::unique_ptr<PipelineExecutor> exec;
+  std::vector<Action> train_actions, eval_actions;
   MetricsWriter metrics;
-  int64_t per_micro = 0;  // sequences per micro-batch
+  int64_t per_dp = 0, per_micro = 0;  // sequences per dp rank / per micro-batch
 
-  Impl(Backend& b, const TrainerOptions& opts, Communicator& t)
-      : be(b), o(opts), tp(t), metrics(opts.rank == 0 ? opts.metrics_out : std::string()) {}
+  Impl(Backend& b, const TrainerOptions& opts, Mesh& m)
+      : be(b), o(opts), mesh(m), rank(m.world_rank()),
+        metrics(m.world_rank() == 0 ? opts.metrics_out : std::string()) {}
 
-  // Forward (and backward when training) of one global batch; returns the mean token loss.
-  double run_batch(Gpt& model, const DataLoader& data, int64_t index, bool train) {
-    const int64_t T = o.model.seq_len;
-    const int64_t micro = o.parallel.microbatches;
-    const float scale = 1.0f / static_cast<float>(o.train.batch * T);
-    std::vector<int32_t> inputs(per_micro * T), targets(per_micro * T);
-    double loss_sum = 0.0;
-    int64_t loss_tokens = 0;
-    for (int64_t mb = 0; mb < micro; ++mb) {
-      data.batch(index, mb * per_micro, per_micro, inputs.data(), targets.data());
-      auto st = model.forward(per_micro, T, inputs.data(), nullptr, targets.data(), train, scale);
-      loss_sum += st->loss_sum;
-      loss_tokens += st->loss_tokens;
-      if (train) model.backward(*st, nullptr);
-    }
-    return loss_sum / static_cast<double>(std::max<int64_t>(loss_tokens, 1));
+  // The chunk holding this rank's copy of the tied embedding, if any.
+  Param* tied_embedding() {
+    if (mesh.pp_size() == 1) return nullptr;
+    if (mesh.first_stage()) return chunks.front()->params().find("wte");
+    if (mesh.last_stage()) return chunks.back()->params().find("wte");
+    return nullptr;
   }
 
-  double validate(Gpt& model) {
+  PipelineRunStats run_batch(const DataLoader& data, int64_t index, bool train) {
+    const int64_t T = o.model.seq_len;
+    const int64_t first = mesh.dp_rank() * per_dp;
+    auto load = [&](int mb, int32_t* in, int32_t* tg) {
+      data.batch(index, first + mb * per_micro, per_micro, in, tg);
+    };
+    std::vector<std::function<void(int64_t)>> hooks;
+    for (auto& s : syncs) {
+      GradSync* sync = s.get();
+      hooks.push_back([sync](int64_t off) { sync->grads_final_from(off); });
+    }
+    const float scale = 1.0f / static_cast<float>(static_cast<int64_t>(o.train.batch) * T);
+    return exec->run(train ? train_actions : eval_actions, o.parallel.microbatches, per_micro, T,
+                     load, train, scale, train ? hooks : decltype(hooks){});
+  }
+
+  // Mean token loss of a global batch: last stages hold the sums; dp ranks hold slices.
+  double global_loss(const PipelineRunStats& st) {
+    std::vector<float> v = {static_cast<float>(st.loss_sum), static_cast<float>(st.loss_tokens)};
+    v = allreduce_host(be, mesh.pp(), v);
+    v = allreduce_host(be, mesh.dp(), v);
+    return static_cast<double>(v[0]) / std::max(1.0, static_cast<double>(v[1]));
+  }
+
+  double validate() {
     const int64_t avail = val_data->windows() / o.train.batch;
     const int64_t n = std::min<int64_t>(o.train.eval_batches, std::max<int64_t>(avail, 1));
     double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) sum += run_batch(model, *val_data, i, false);
+    for (int64_t i = 0; i < n; ++i) sum += global_loss(run_batch(*val_data, i, false));
     return sum / static_cast<double>(n);
   }
 
-  void sample(Gpt& model) {
+  void sample() {
     const SampleOptions& s = o.sample;
     if (s.count <= 0) return;
+    if (mesh.pp_size() > 1) {
+      spdlog::info("samples skipped: sampling needs the whole model on each rank (parallel.pp=1)");
+      return;
+    }
+    Gpt& model = *chunks.front();
     BpeTokenizer tok = BpeTokenizer::load(o.data.tokenizer);
     std::vector<int32_t> prompt = tok.encode(s.prompt);
     if (prompt.empty()) prompt.push_back(tok.eot_id());
+    const bool tty = isatty(fileno(stdout));  // bold continuation on a terminal
     for (int i = 0; i < s.count; ++i) {
       std::mt19937_64 rng(o.train.seed * 1000003ull + static_cast<uint64_t>(i));
       std::vector<int32_t> ctx = prompt;
@@ -87,18 +135,16 @@ struct Trainer::Impl {
         std::vector<float> logits = model.next_token_logits(ctx);
         ctx.push_back(pick(logits, rng));
       }
-      if (o.rank == 0) {
+      if (rank == 0) {
         std::vector<int32_t> gen(ctx.begin() + static_cast<int64_t>(prompt.size()), ctx.end());
-        std::string text = tok.decode(gen);
-        const bool tty = isatty(fileno(stdout));  // bold continuation on a terminal
         std::printf("sample %d: %s%s%s%s\n", i + 1, s.prompt.c_str(), tty ? "\033[1m" : "",
-                    text.c_str(), tty ? "\033[0m" : "");
+                    tok.decode(gen).c_str(), tty ? "\033[0m" : "");
       }
     }
     std::fflush(stdout);
   }
 
-  // Temperature + top-k sampling; temperature 0 is greedy. Same draw on every rank.
+  // Temperature + top-k sampling; temperature 0 is greedy. The same draw on every rank.
   int32_t pick(std::vector<float>& logits, std::mt19937_64& rng) const {
     const SampleOptions& s = o.sample;
     const int64_t V = static_cast<int64_t>(logits.size());
@@ -114,34 +160,55 @@ struct Trainer::Impl {
     double z = 0.0;
     for (int64_t i = 0; i < k; ++i) z += p[i] = std::exp((logits[idx[i]] - mx) / s.temperature);
     double u = std::uniform_real_distribution<double>(0.0, z)(rng);
-    for (int64_t i = 0; i < k; ++i) {
+    for (int64_t i = 0; i < k; ++i)
       if ((u -= p[i]) <= 0) return idx[i];
-    }
     return idx[k - 1];
   }
 };
 
-Trainer::Trainer(Backend& be, const TrainerOptions& opts, Communicator& tp)
-    : impl_(std::make_unique<Impl>(be, opts, tp)) {
-  const TrainerOptions& o = impl_->o;
-  TANDEM_CHECK(o.train.batch % o.parallel.microbatches == 0,
-               "train.batch={} is not divisible by parallel.microbatches={}", o.train.batch,
-               o.parallel.microbatches);
-  impl_->per_micro = o.train.batch / o.parallel.microbatches;
-  impl_->train_data = std::make_unique<DataLoader>(o.data.train, o.model.seq_len, o.train.batch,
-                                                   o.train.seed, true);
-  impl_->val_data = std::make_unique<DataLoader>(o.data.val, o.model.seq_len, o.train.batch,
-                                                 o.train.seed, false);
-  model_ = std::make_unique<Gpt>(be, o.model, StageLayout{}, tp, o.parallel.recompute);
-  model_->init(o.train.seed);
+Trainer::Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh)
+    : impl_(std::make_unique<Impl>(be, opts, mesh)) {
+  Impl& I = *impl_;
+  const TrainerOptions& o = I.o;
+  const ParallelOptions& p = o.parallel;
+  TANDEM_CHECK(o.train.batch % (mesh.dp_size() * p.microbatches) == 0,
+               "train.batch={} is not divisible by parallel.dp={} * parallel.microbatches={}",
+               o.train.batch, mesh.dp_size(), p.microbatches);
+  I.per_dp = o.train.batch / mesh.dp_size();
+  I.per_micro = I.per_dp / p.microbatches;
+  I.train_data = std::make_unique<DataLoader>(o.data.train, o.model.seq_len, o.train.batch,
+                                              o.train.seed, true);
+  I.val_data = std::make_unique<DataLoader>(o.data.val, o.model.seq_len, o.train.batch,
+                                            o.train.seed, false);
+
+  const ScheduleKind kind = parse_schedule(p.schedule);
+  const int nchunks = kind == ScheduleKind::Interleaved ? p.chunks : 1;
+  check_schedule(kind, mesh.pp_size(), p.microbatches, nchunks);
+  const int vstages = mesh.pp_size() * nchunks;
+  std::vector<Gpt*> raw;
+  const int64_t bucket = static_cast<int64_t>(p.bucket_mb) * 1048576 / 4;
   AdamWConfig ac;
   ac.beta1 = o.train.beta1;
   ac.beta2 = o.train.beta2;
   ac.eps = o.train.eps;
   ac.weight_decay = o.train.weight_decay;
-  ac.offload = o.parallel.offload;
-  ParamStore& ps = model_->params();
-  impl_->opt = std::make_unique<AdamWOptimizer>(ps, param_ranges(ps, 0, ps.numel()), ac);
+  ac.offload = p.offload;
+  for (int c = 0; c < nchunks; ++c) {
+    const int v = virtual_stage(mesh.pp_size(), mesh.pp_rank(), c);
+    auto [first, count] = stage_layers(o.model.layers, vstages, v);
+    StageLayout layout{first, count, v == 0, v == vstages - 1};
+    auto model = std::make_unique<Gpt>(be, o.model, layout, mesh.tp(), p.recompute, mesh.dp_size());
+    model->set_offload_block_inputs(p.offload);
+    model->init(o.train.seed);
+    auto sync = std::make_unique<GradSync>(model->params(), mesh.dp(), p.zero, bucket);
+    I.opts.push_back(std::make_unique<AdamWOptimizer>(model->params(), sync->owned(), ac));
+    I.syncs.push_back(std::move(sync));
+    raw.push_back(model.get());
+    I.chunks.push_back(std::move(model));
+  }
+  I.exec = std::make_unique<PipelineExecutor>(raw, mesh.pp(), mesh.pp_size(), mesh.pp_rank());
+  I.train_actions = make_schedule(kind, mesh.pp_size(), mesh.pp_rank(), p.microbatches, nchunks);
+  I.eval_actions = PipelineExecutor::forward_only(p.microbatches, nchunks);
 }
 
 Trainer::~Trainer() = default;
@@ -149,19 +216,34 @@ Trainer::~Trainer() = default;
 TrainResult Trainer::run() {
   Impl& I = *impl_;
   const TrainerOptions& o = I.o;
-  Gpt& model = *model_;
-  ParamStore& ps = model.params();
+  Mesh& mesh = I.mesh;
+  const ParallelOptions& p = o.parallel;
   const int64_t T = o.model.seq_len;
   const int64_t step_tokens = static_cast<int64_t>(o.train.batch) * T;
   LrSchedule sched{o.train.lr, o.train.warmup, o.train.steps, o.train.min_lr_ratio};
 
-  spdlog::info("model: {} parameters on this rank ({}), layers={} dim={} heads={} vocab={} (padded {}) seq_len={}",
-               ps.numel(), mib(ps.numel() * 4), o.model.layers, o.model.dim, o.model.heads,
-               o.model.vocab, o.model.padded_vocab(), o.model.seq_len);
-  spdlog::info("memory: params {} | grads {} | optimizer state {}{} | activations ~{} per micro-batch ({} recompute)",
-               mib(ps.numel() * 4), mib(ps.numel() * 4), mib(I.opt->state_bytes()),
-               o.parallel.offload ? " (host)" : "", mib(model.activation_bytes(I.per_micro, T)),
-               recompute_name(o.parallel.recompute));
+  // Every rank reports what it holds: parameters, gradients, optimizer state, activations.
+  int64_t nparams = 0, opt_bytes = 0, act_bytes = 0, layers = 0;
+  for (size_t c = 0; c < I.chunks.size(); ++c) {
+    nparams += I.chunks[c]->params().numel();
+    opt_bytes += I.opts[c]->state_bytes();
+    act_bytes += I.chunks[c]->activation_bytes(I.per_micro, T);
+    layers += I.chunks[c]->num_local_layers();
+  }
+  const int in_flight = max_in_flight(I.train_actions);
+  spdlog::info("layout: {} | schedule {} with {} micro-batch(es) of {} sequence(s) per dp rank | "
+               "recompute {} | zero {} | offload {}",
+               mesh.describe(), p.schedule, p.microbatches, I.per_micro, recompute_name(p.recompute),
+               p.zero, p.offload ? "on" : "off");
+  std::printf("[rank %d] memory: %lld parameters in %lld layers | params %s | grads %s | optimizer "
+              "state %s%s | activations ~%s (%d micro-batch(es) in flight x %s)\n",
+              I.rank, static_cast<long long>(nparams), static_cast<long long>(layers),
+              mib(nparams * 4.0).c_str(), mib(nparams * 4.0).c_str(), mib(opt_bytes).c_str(),
+              p.offload ? " on the host" : "", mib(static_cast<double>(act_bytes) * in_flight).c_str(),
+              in_flight, mib(act_bytes).c_str());
+  std::fflush(stdout);
+  spdlog::info("model: layers={} dim={} heads={} vocab={} (padded {}) seq_len={}", o.model.layers,
+               o.model.dim, o.model.heads, o.model.vocab, o.model.padded_vocab(), o.model.seq_len);
   spdlog::info("data: {} train tokens ({} windows), {} val tokens; {} tokens per step",
                I.train_data->tokens(), I.train_data->windows(), I.val_data->tokens(), step_tokens);
 
@@ -170,17 +252,32 @@ TrainResult Trainer::run() {
   std::vector<double> rates;
   const auto t_start = Clock::now();
   double train_seconds = 0.0;
+  Communicator* groups[] = {&mesh.tp(), &mesh.dp(), &mesh.pp(), mesh.embedding()};
   for (int step = 1; step <= o.train.steps; ++step) {
     const auto t0 = Clock::now();
-    ps.zero_grads();
-    const double loss = I.run_batch(model, *I.train_data, step - 1, true);
-    double sq = I.opt->local_grad_sq();
-    const double norm = std::sqrt(sq);
+    for (Communicator* g : groups)
+      if (g) g->reset_stats();
+    for (size_t c = 0; c < I.chunks.size(); ++c) {
+      I.chunks[c]->params().zero_grads();
+      I.syncs[c]->begin_step();
+    }
+    const PipelineRunStats st = I.run_batch(*I.train_data, step - 1, true);
+    if (Param* wte = I.tied_embedding()) mesh.embedding()->all_reduce(wte->grad);
+    for (auto& s : I.syncs) s->finish();
+    double sq = 0.0;
+    for (auto& opt : I.opts) sq += opt->local_grad_sq();
+    std::vector<float> sqv = {static_cast<float>(sq)};
+    sqv = allreduce_host(I.be, mesh.tp(), sqv);
+    sqv = allreduce_host(I.be, mesh.pp(), sqv);
+    if (p.zero == 1) sqv = allreduce_host(I.be, mesh.dp(), sqv);
+    const double norm = std::sqrt(static_cast<double>(sqv[0]));
     float clip = 1.0f;
     if (o.train.grad_clip > 0 && norm > o.train.grad_clip)
       clip = static_cast<float>(o.train.grad_clip / (norm + 1e-6));
     const float lr = sched.at(step);
-    I.opt->step(lr, step, clip);
+    for (auto& opt : I.opts) opt->step(lr, step, clip);
+    for (auto& s : I.syncs) s->gather_params();
+    const double loss = I.global_loss(st);
     I.be.synchronize();
     const double dt = seconds_since(t0);
     train_seconds += dt;
@@ -188,14 +285,24 @@ TrainResult Trainer::run() {
     if (step > 1 || o.train.steps == 1) rates.push_back(rate);
     TANDEM_CHECK(std::isfinite(loss), "training loss became {} at step {}", loss, step);
 
+    // Bytes this rank handed to each group this step; pipeline idle fraction across stages.
+    std::vector<float> comm = {static_cast<float>(mesh.tp().stats().bytes),
+                               static_cast<float>(mesh.dp().stats().bytes),
+                               static_cast<float>(mesh.pp().stats().bytes),
+                               static_cast<float>(mesh.embedding() ? mesh.embedding()->stats().bytes : 0)};
+    const double busy = st.total_s > 0 ? st.compute_s / st.total_s : 1.0;
+    std::vector<float> stage_busy = allreduce_host(I.be, mesh.pp(), {static_cast<float>(busy)});
+    const double bubble = 1.0 - stage_busy[0] / mesh.pp_size();
+    const size_t my_peak = I.be.allocator().stats().peak;
+    const double peak = allreduce_host(I.be, mesh.world(), {static_cast<float>(my_peak)}, ReduceOp::Max)[0];
+
     double val = std::nan("");
     const bool eval_now = (o.train.eval_every > 0 && step % o.train.eval_every == 0) ||
                           step == o.train.steps;
-    if (eval_now) val = res.val_loss = I.validate(model);
-    const size_t peak = I.be.allocator().stats().peak;
+    if (eval_now) val = res.val_loss = I.validate();
     const double elapsed = seconds_since(t_start);
     const double eta = train_seconds / step * (o.train.steps - step);
-    if (o.rank == 0) {
+    if (I.rank == 0) {
       std::string v = std::isfinite(val) ? fmt::format(" | val {:.4f}", val) : "";
       std::printf("step %5d/%d | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | elapsed %s | eta %s | peak %s\n",
                   step, o.train.steps, loss, v.c_str(), lr, norm, rate, hms(elapsed).c_str(),
@@ -203,8 +310,13 @@ TrainResult Trainer::run() {
       std::fflush(stdout);
     }
     std::vector<std::pair<std::string, MetricValue>> rec = {
-        {"step", int64_t{step}}, {"loss", loss}, {"lr", double{lr}}, {"tokens_per_s", rate},
-        {"grad_norm", norm}, {"elapsed_s", elapsed}, {"peak_bytes", static_cast<int64_t>(peak)}};
+        {"step", int64_t{step}},       {"loss", loss},
+        {"lr", double{lr}},            {"tokens_per_s", rate},
+        {"grad_norm", norm},           {"elapsed_s", elapsed},
+        {"step_s", dt},                {"peak_bytes", static_cast<int64_t>(peak)},
+        {"comm_bytes_tp", double{comm[0]}}, {"comm_bytes_dp", double{comm[1]}},
+        {"comm_bytes_pp", double{comm[2]}}, {"comm_bytes_embedding", double{comm[3]}},
+        {"pipeline_bubble", bubble}};
     if (std::isfinite(val)) rec.emplace_back("val_loss", val);
     I.metrics.write(rec);
     res.loss = loss;
@@ -215,12 +327,12 @@ TrainResult Trainer::run() {
     res.tokens_per_s = rates[rates.size() / 2];
   }
   res.peak_bytes = I.be.allocator().stats().peak;
-  if (o.rank == 0) {
+  if (I.rank == 0) {
     std::printf("final: step=%d loss=%.4f val_loss=%.4f tokens_per_s=%.1f\n", res.steps, res.loss,
                 res.val_loss, res.tokens_per_s);
     std::fflush(stdout);
   }
-  I.sample(model);
+  I.sample();
   return res;
 }
 

@@ -1,16 +1,20 @@
-// Trainer: the step loop — data, forward/backward over micro-batches, clipping, AdamW,
+// Trainer: the step loop over a (dp x tp x pp) mesh — data, the pipeline schedule of
+// forward/backward micro-batches, tied-embedding and data-parallel gradient reduction,
+// clipping by the global norm, AdamW (optionally ZeRO-1 sharded and/or offloaded), the
 // learning-rate schedule, validation, progress lines, metrics, and samples at the end.
 //
-// Contract: every rank constructs the Trainer with identical options and calls run(); the
-// returned TrainResult is the same on every rank. Progress lines and samples are printed by
-// rank 0 only; the metrics file (if any) is written by rank 0 only. Weights change only in
-// the optimizer step (a safe point lies between steps and between micro-batches).
+// Contract: every rank constructs the Trainer with identical options and its Mesh, and calls
+// run(); the returned TrainResult is the same on every rank. Each dp rank reads a disjoint,
+// deterministic slice of every global batch (which does not depend on the layout), so every
+// layout computes the same model as one rank up to fp32 rounding. Progress lines, samples and
+// the metrics file come from world rank 0; each rank reports its own memory at start.
+// Weights change only in the optimizer step (a safe point lies between micro-batches).
 #pragma once
 
 #include <memory>
 #include <string>
 
-#include "parallel/communicator.h"
+#include "parallel/mesh.h"
 #include "parallel/parallel_options.h"
 #include "runtime/data/data_options.h"
 #include "runtime/model/gpt.h"
@@ -26,28 +30,29 @@ struct TrainerOptions {
   ParallelOptions parallel;
   SampleOptions sample;
   std::string metrics_out;  // JSON lines, one object per step ("" = none)
-  int rank = 0;             // world rank (rank 0 prints)
 };
 
 struct TrainResult {
   int steps = 0;
-  double loss = 0.0;      // training loss of the last step
-  double val_loss = 0.0;  // last validation loss (NaN if never evaluated)
+  double loss = 0.0;          // training loss of the last step
+  double val_loss = 0.0;      // last validation loss (NaN if never evaluated)
   double tokens_per_s = 0.0;  // median over steps after the first
-  size_t peak_bytes = 0;
+  size_t peak_bytes = 0;      // this rank's allocator peak
 };
 
 class Trainer {
  public:
-  Trainer(Backend& be, const TrainerOptions& opts, Communicator& tp);
+  Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh);
   ~Trainer();
   TrainResult run();
-  Gpt& model() { return *model_; }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  std::unique_ptr<Gpt> model_;
 };
+
+// Layers [first, first + count) of virtual stage v out of `vstages` (as even as possible,
+// earlier stages take the remainder).
+std::pair<int, int> stage_layers(int layers, int vstages, int v);
 
 }  // namespace tandem

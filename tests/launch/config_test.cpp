@@ -388,41 +388,46 @@ TEST(Config, OverridesAreValidated) {
 
 // ------------------------------------------------------------------ layout checks
 
-TEST(Config, CheckSupportedNowRefusesMultiRankFeatures) {
-  struct Case { const char* set; const char* message; };
+TEST(Config, CheckLayoutNamesTheRuleBroken) {
+  struct Case { std::vector<std::string> set; int world; const char* message; };
   const Case cases[] = {
-      {"parallel.dp=2", "parallel.dp=2: data parallelism is not available in this build yet"},
-      {"parallel.tp=2", "parallel.tp=2: tensor parallelism is not available in this build yet"},
-      {"parallel.pp=4", "parallel.pp=4: pipeline parallelism is not available in this build yet"},
-      {"parallel.zero=1", "parallel.zero=1: ZeRO optimizer-state sharding is not available"},
+      {{"parallel.dp=2", "parallel.tp=2"}, 8,
+       "parallel.dp * parallel.tp * parallel.pp = 2 * 2 * 1 = 4 but the job has 8 ranks"},
+      {{"parallel.tp=3", "model.heads=6", "model.dim=66"}, 3, "model.heads=6"},
+      {{"parallel.tp=8", "model.heads=8", "model.dim=64"}, 8, ""},  // valid: 50304 % 8 == 0
+      {{"parallel.tp=3", "model.heads=3", "model.dim=66"}, 3, ""},  // valid: 50304 % 3 == 0
+      {{"parallel.tp=5", "model.heads=5", "model.dim=65"}, 5,
+       "the padded vocabulary 50304 (model.vocab=50257 rounded up to a multiple of 128) is not "
+       "divisible by parallel.tp=5"},
+      {{"parallel.pp=8", "model.layers=4", "train.batch=16", "parallel.microbatches=8"}, 8,
+       "model.layers=4 is fewer than the 8 pipeline stages"},
+      {{"parallel.microbatches=3"}, 1, "train.batch=8 must be a multiple of parallel.dp * parallel.microbatches"},
+      {{"parallel.pp=4", "parallel.microbatches=2"}, 4,
+       "parallel.schedule=1f1b needs parallel.microbatches >= parallel.pp (got microbatches=2, pp=4)"},
+      {{"parallel.pp=4", "parallel.microbatches=2", "parallel.schedule=gpipe"}, 4, ""},
+      {{"parallel.chunks=2"}, 1, "parallel.chunks=2 needs parallel.schedule: interleaved"},
   };
   for (const Case& c : cases) {
-    RunConfig cfg = config_from_yaml_string("", {c.set});
+    RunConfig cfg = config_from_yaml_string("", c.set);
+    if (std::string(c.message).empty()) {
+      EXPECT_NO_THROW(check_layout(cfg, c.world)) << c.set[0];
+      continue;
+    }
     try {
-      check_supported_now(cfg);
-      ADD_FAILURE() << "accepted " << c.set;
+      check_layout(cfg, c.world);
+      ADD_FAILURE() << "accepted " << c.set[0];
     } catch (const ConfigError& e) {
-      std::string m = e.what();
-      EXPECT_HAS(m, std::string("--set ") + c.set + ": ");
-      EXPECT_HAS(m, c.message);
+      EXPECT_HAS(std::string(e.what()), c.message);
+      EXPECT_HAS(std::string(e.what()), "--set ");  // points at where the value came from
     }
   }
   // In a file, the message points at the line.
   RunConfig cfg = config_from_yaml_string("parallel:\n  dp: 1\n  tp: 2\n", {}, "x.yaml");
   try {
-    check_supported_now(cfg);
-    ADD_FAILURE() << "accepted tp=2";
+    check_layout(cfg, 4);
+    ADD_FAILURE() << "accepted tp=2 on 4 ranks";
   } catch (const ConfigError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "x.yaml:3: parallel.tp=2: tensor parallelism is not available in this build yet "
-              "(set parallel.tp: 1)");
-  }
-  // Gradient accumulation, every recompute mode and optimizer offload are available now.
-  EXPECT_NO_THROW(check_supported_now(config_from_yaml_string("", {"parallel.offload=true"})));
-  for (const char* r : {"none", "selective", "full"}) {
-    RunConfig ok = config_from_yaml_string(
-        std::string("parallel:\n  microbatches: 4\n  recompute: ") + r + "\n", {});
-    EXPECT_NO_THROW(check_supported_now(ok));
+    EXPECT_HAS(std::string(e.what()), "x.yaml:3: parallel.dp * parallel.tp * parallel.pp");
   }
 }
 
@@ -484,13 +489,13 @@ TEST(Config, QuickstartLoads) {
   EXPECT_EQ(c.sample.prompt, "The jury said");
   EXPECT_EQ(c.sample.count, 3);
   EXPECT_EQ(c.sample.tokens, 40);
-  EXPECT_NO_THROW(check_supported_now(c));
+  EXPECT_NO_THROW(check_layout(c, 1));
   EXPECT_NO_THROW(check_batch_layout(c));
 }
 
 TEST(Config, Gpt2SmallLoadsAndHas124MParameters) {
   RunConfig c = load_config(std::string(TANDEM_SOURCE_DIR) + "/configs/gpt2-small.yaml", {});
-  EXPECT_NO_THROW(check_supported_now(c));
+  EXPECT_NO_THROW(check_layout(c, 1));
   EXPECT_NO_THROW(check_batch_layout(c));
   const long long d = c.model.dim, L = c.model.layers;
   // Embeddings (tied head) + positions + per block (2 LayerNorms, QKV, proj, MLP) + final LN.
