@@ -1,0 +1,136 @@
+// Multi-rank tests of the NCCL communicator and a CUDA Mesh (run under mpirun -np N on a node
+// with at least N GPUs). Skipped, on every rank alike, in a CPU build or where some rank has no
+// GPU of its own. Results are checked through host copies against closed forms.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "tests/parallel/mpi/mpi_test_util.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "parallel/cuda/nccl_communicator.h"
+#include "parallel/device_binding.h"
+#include "parallel/mesh.h"
+#include "runtime/core/cuda/cuda_context.h"
+#endif
+
+namespace tandem {
+namespace {
+
+#ifdef TANDEM_HAVE_CUDA
+
+// Every rank gets its own GPU, or every rank skips (decided collectively).
+std::unique_ptr<Backend> device_backend_or_null() {
+  MPI_Comm local;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
+  int local_rank = 0, local_size = 1;
+  MPI_Comm_rank(local, &local_rank);
+  MPI_Comm_size(local, &local_size);
+  MPI_Comm_free(&local);
+  int devices = 0;
+  if (cuda_available()) cudaGetDeviceCount(&devices);
+  int ok = devices >= local_size ? 1 : 0, all = 0;
+  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (!all) return nullptr;
+  BackendOptions opts;
+  opts.device = "cuda";
+  opts.device_index = local_device_for(local_rank, local_size, devices);
+  return make_backend(opts);
+}
+
+Tensor to_device(Backend& be, const Tensor& host) {
+  Tensor d = be.empty(host.shape(), host.dtype());
+  be.copy(d, host);
+  return d;
+}
+
+Tensor to_host(Backend& be, const Tensor& dev) {
+  Tensor h = testing::host_backend().empty(dev.shape(), dev.dtype());
+  be.copy(h, dev);
+  return h;
+}
+
+TEST(NcclCommunicatorN, CollectivesAndRing) {
+  auto be = device_backend_or_null();
+  if (!be) GTEST_SKIP() << "needs one GPU per rank";
+  auto c = make_nccl_communicator(MPI_COMM_WORLD, "nccl-world", 60.0, *be->cuda());
+  const int r = c->rank(), n = c->size();
+  Tensor a = to_device(*be, testing::host_f32({1.f + r, 2.f}));
+  c->all_reduce(a);
+  EXPECT_EQ(testing::values<float>(to_host(*be, a)),
+            (std::vector<float>{static_cast<float>(n + n * (n - 1) / 2), 2.f * n}));
+  Tensor m = to_device(*be, testing::host_i32({r, -r}));
+  c->all_reduce(m, ReduceOp::Max);
+  EXPECT_EQ(testing::values<int32_t>(to_host(*be, m)), (std::vector<int32_t>{n - 1, 0}));
+
+  std::vector<float> v(2 * n);
+  for (int j = 0; j < 2 * n; ++j) v[j] = static_cast<float>(j);
+  Tensor in = to_device(*be, testing::host_f32(v));
+  Tensor out = be->empty({2}, DType::F32);
+  c->reduce_scatter(out, in);
+  EXPECT_EQ(testing::values<float>(to_host(*be, out)),
+            (std::vector<float>{static_cast<float>(n * 2 * r), static_cast<float>(n * (2 * r + 1))}));
+
+  Tensor g = be->empty({n}, DType::I32);
+  Tensor mine = to_device(*be, testing::host_i32({10 * r}));
+  auto q = c->iall_gather(g, mine);
+  q->wait();
+  for (int k = 0; k < n; ++k) EXPECT_EQ(to_host(*be, g).i32()[k], 10 * k);
+
+  for (int root = 0; root < n; ++root) {
+    Tensor b = to_device(*be, testing::host_i32({r == root ? 100 + root : -1}));
+    c->broadcast(b, root);
+    EXPECT_EQ(to_host(*be, b).i32()[0], 100 + root);
+  }
+  if (n >= 2) {
+    Tensor s = to_device(*be, testing::host_f32({static_cast<float>(r)}));
+    Tensor t = be->empty({1}, DType::F32);
+    auto rq = c->irecv(t, (r + n - 1) % n, 0);  // issued before the send: NCCL matches by order
+    auto sq = c->isend(s, (r + 1) % n, 0);
+    sq->wait();
+    rq->wait();
+    EXPECT_EQ(to_host(*be, t).f32()[0], static_cast<float>((r + n - 1) % n));
+  }
+  c->barrier();
+  EXPECT_GT(c->stats().bytes, 0);
+}
+
+TEST(NcclCommunicatorN, MeshOnCudaGroups) {
+  auto be = device_backend_or_null();
+  if (!be) GTEST_SKIP() << "needs one GPU per rank";
+  const int n = testing::world_size();
+  Mesh mesh(MPI_COMM_WORLD, 1, n, 1, "tp-dp-pp", DeviceKind::CUDA, 60.0, be->cuda());
+  Tensor t = to_device(*be, testing::host_i32({mesh.tp_rank()}));
+  mesh.tp().all_reduce(t);
+  EXPECT_EQ(to_host(*be, t).i32()[0], n * (n - 1) / 2);
+}
+
+TEST(NcclCommunicatorN, WatchdogAbortsAStuckRecv) {
+  auto be = device_backend_or_null();
+  if (!be) GTEST_SKIP() << "needs one GPU per rank";
+  const int n = testing::world_size();
+  if (n < 2) GTEST_SKIP() << "needs a peer";
+  auto c = make_nccl_communicator(MPI_COMM_WORLD, "nccl-watchdog", 1.0, *be->cuda());
+  Tensor t = be->empty({4}, DType::F32);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    c->recv(t, (c->rank() + 1) % n, 0);  // nobody sends
+    FAIL() << "recv returned";
+  } catch (const TimeoutError& e) {
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(waited, 5.0);
+    EXPECT_NE(std::string(e.what()).find("'nccl-watchdog'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("ncclCommAbort"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(c->barrier(), Error);
+  be->synchronize();  // the aborted kernels have left the stream
+}
+
+#else
+
+TEST(NcclCommunicatorN, NeedsACudaBuild) { GTEST_SKIP() << "built without CUDA"; }
+
+#endif
+
+}  // namespace
+}  // namespace tandem
