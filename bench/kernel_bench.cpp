@@ -48,8 +48,8 @@ Timing time_ms(int reps, const std::function<void()>& fn) {
   for (int r = 0; r < reps; ++r) {
     auto t0 = std::chrono::steady_clock::now();
     fn();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                     .count());
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
   return {ms[ms.size() / 2], ms.front()};
@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
 
   // Linear layers of a block: qkv (C -> 3C), fc (C -> 4C), fc-proj (4C -> C).
   for (auto [in, out, name] : {std::tuple<int64_t, int64_t, const char*>{C, 3 * C, "qkv"},
-                               {C, 4 * C, "fc"}, {4 * C, C, "fc_proj"}}) {
+                               {C, 4 * C, "fc"},
+                               {4 * C, C, "fc_proj"}}) {
     Tensor x = rand(*be, {N, in}), W = rand(*be, {out, in}), b = rand(*be, {out});
     Tensor y = be->empty({N, out}), dx = be->empty({N, in}), dW = be->zeros({out, in});
     Tensor db = be->zeros({out});
@@ -99,33 +100,38 @@ int main(int argc, char** argv) {
     const double f = 2.0 * H * T * T * D;
     char label[64];
     std::snprintf(label, sizeof label, "attention fwd T=%lld", static_cast<long long>(T));
-    report_flops(label, time_ms(reps, [&] { k::attention_forward(*be, out, lse, nullptr, qkv, H); }),
-                 f);
+    report_flops(label,
+                 time_ms(reps, [&] { k::attention_forward(*be, out, lse, nullptr, qkv, H); }), f);
     std::snprintf(label, sizeof label, "attention fwd+probs T=%lld", static_cast<long long>(T));
     report_flops(label, time_ms(reps, [&] { k::attention_forward(*be, out, lse, &probs, qkv, H); }),
                  f);
     std::snprintf(label, sizeof label, "attention bwd (probs) T=%lld", static_cast<long long>(T));
-    report_flops(label,
-                 time_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, &probs, H); }),
-                 2 * f);
+    report_flops(
+        label,
+        time_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, &probs, H); }),
+        2 * f);
     std::snprintf(label, sizeof label, "attention bwd (recompute) T=%lld",
                   static_cast<long long>(T));
-    report_flops(label,
-                 time_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, nullptr, H); }),
-                 2.5 * f);
+    report_flops(
+        label,
+        time_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, nullptr, H); }),
+        2.5 * f);
   }
 
   {  // LayerNorm and GELU
     Tensor x = rand(*be, {N, C}), w = rand(*be, {C}), b = rand(*be, {C});
     Tensor y = be->empty({N, C}), mean = be->empty({N}), rstd = be->empty({N});
     Tensor dx = be->zeros({N, C}), dw = be->zeros({C}), dbias = be->zeros({C});
-    report_bytes("layernorm fwd", time_ms(reps, [&] { k::layernorm_forward(*be, y, mean, rstd, x, w, b); }),
+    report_bytes("layernorm fwd",
+                 time_ms(reps, [&] { k::layernorm_forward(*be, y, mean, rstd, x, w, b); }),
                  8.0 * N * C);
-    report_bytes("layernorm bwd",
-                 time_ms(reps, [&] { k::layernorm_backward(*be, dx, dw, dbias, y, x, w, mean, rstd); }),
-                 16.0 * N * C);
+    report_bytes(
+        "layernorm bwd",
+        time_ms(reps, [&] { k::layernorm_backward(*be, dx, dw, dbias, y, x, w, mean, rstd); }),
+        16.0 * N * C);
     Tensor h = rand(*be, {N, 4 * C}), g = be->empty({N, 4 * C});
-    report_bytes("gelu fwd [N x 4C]", time_ms(reps, [&] { k::gelu_forward(*be, g, h); }), 8.0 * N * 4 * C);
+    report_bytes("gelu fwd [N x 4C]", time_ms(reps, [&] { k::gelu_forward(*be, g, h); }),
+                 8.0 * N * 4 * C);
     report_bytes("gelu bwd [N x 4C]", time_ms(reps, [&] { k::gelu_backward(*be, g, h, g); }),
                  12.0 * N * 4 * C);
   }
@@ -136,13 +142,17 @@ int main(int argc, char** argv) {
     for (int64_t n = 0; n < N; ++n) targets.i32()[n] = static_cast<int32_t>((n * 7919) % V);
     Tensor losses = be->empty({N}), rowmax = be->empty({N}), sumexp = be->empty({N});
     Tensor dlogits = be->empty({N, Vp});
-    report_bytes("xent fwd [N x 50304]",
-                 time_ms(reps, [&] { k::softmax_xent_forward(*be, losses, rowmax, sumexp, logits, targets, V); }),
-                 8.0 * N * Vp);
+    report_bytes(
+        "xent fwd [N x 50304]",
+        time_ms(reps,
+                [&] { k::softmax_xent_forward(*be, losses, rowmax, sumexp, logits, targets, V); }),
+        8.0 * N * Vp);
     report_bytes("xent bwd [N x 50304]",
-                 time_ms(reps, [&] {
-                   k::xent_backward(*be, dlogits, logits, rowmax, sumexp, targets, 0, V, 1.0f / N);
-                 }),
+                 time_ms(reps,
+                         [&] {
+                           k::xent_backward(*be, dlogits, logits, rowmax, sumexp, targets, 0, V,
+                                            1.0f / N);
+                         }),
                  8.0 * N * Vp);
   }
 
@@ -151,7 +161,8 @@ int main(int argc, char** argv) {
     Tensor p = rand(*be, {P}), g = rand(*be, {P}), m = be->zeros({P}), v = be->zeros({P});
     k::AdamWHyper hp;
     hp.weight_decay = 0.1f;
-    report_bytes("adamw 16M params", time_ms(std::max(3, reps / 4), [&] { k::adamw_step(*be, p, g, m, v, hp); }),
+    report_bytes("adamw 16M params",
+                 time_ms(std::max(3, reps / 4), [&] { k::adamw_step(*be, p, g, m, v, hp); }),
                  28.0 * P);
   }
   return 0;

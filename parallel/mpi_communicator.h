@@ -23,6 +23,7 @@
 //   broadcast: the tensor; reduce_scatter, all_gather: `in`; send: the tensor; recv and
 //   barrier: 0). A Request destroyed before completion is drained: a recv is cancelled, other
 //   operations are waited for with the watchdog (a timeout there is logged, not thrown).
+//   A Request keeps its tensors alive until it completes and must not outlive its communicator.
 //   Threading: MPI_THREAD_FUNNELED; call from the thread that initialised MPI.
 #pragma once
 

@@ -62,8 +62,8 @@ void adamw_range(float* param, const float* grad, float* m, float* v, int64_t i0
   const vec decay = TANDEM_V(set1_ps)(c.decay);
   for (; i + W <= i1; i += W) {
     const vec g = TANDEM_V(mul_ps)(TANDEM_V(loadu_ps)(grad + i), gs);
-    const vec mi = TANDEM_V(add_ps)(TANDEM_V(mul_ps)(b1, TANDEM_V(loadu_ps)(m + i)),
-                                    TANDEM_V(mul_ps)(nb1, g));
+    const vec mi =
+        TANDEM_V(add_ps)(TANDEM_V(mul_ps)(b1, TANDEM_V(loadu_ps)(m + i)), TANDEM_V(mul_ps)(nb1, g));
     const vec vi = TANDEM_V(add_ps)(TANDEM_V(mul_ps)(b2, TANDEM_V(loadu_ps)(v + i)),
                                     TANDEM_V(mul_ps)(TANDEM_V(mul_ps)(nb2, g), g));
     TANDEM_V(storeu_ps)(m + i, mi);

@@ -12,6 +12,8 @@
 // then every product runs through one register-blocked micro-kernel (GCC vector extensions,
 // AVX-512 or AVX2 wide) over blocks of kQB query rows, touching only the causal part
 // (0 <= j < end of the block). No BLAS here: this code runs inside OpenMP regions.
+#include "kernels/attention.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -20,7 +22,6 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/attention.h"
 #include "runtime/core/error.h"
 
 namespace tandem::kernels::cpu {
@@ -143,9 +144,16 @@ struct Geometry {
   int64_t C3, HD;  // qkv row width, out row width
   float scale;
   Geometry(int64_t B_, int64_t T_, int64_t H_, int64_t D_)
-      : B(B_), T(T_), H(H_), D(D_), Tp(round_up(T_, kNR)), Dp(round_up(D_, kNR)),
+      : B(B_),
+        T(T_),
+        H(H_),
+        D(D_),
+        Tp(round_up(T_, kNR)),
+        Dp(round_up(D_, kNR)),
         Tl(Tp + 16),
-        C3(3 * H_ * D_), HD(H_ * D_), scale(1.0f / std::sqrt(static_cast<float>(D_))) {}
+        C3(3 * H_ * D_),
+        HD(H_ * D_),
+        scale(1.0f / std::sqrt(static_cast<float>(D_))) {}
   // Rows [0, T) of one head's slice `part` (0 q, 1 k, 2 v) into dst[T x Dp], zero padded.
   void gather_rows(float* dst, const float* qkv, int64_t b, int64_t h, int part) const {
     for (int64_t t = 0; t < T; ++t) {
@@ -176,7 +184,8 @@ void check_dims(const char* what, int64_t B, int64_t T, int64_t H, int64_t D) {
 struct Scratch {
   std::vector<float> buf;
   size_t per_thread = 0;
-  Scratch(int threads, size_t floats) : buf(static_cast<size_t>(threads) * floats), per_thread(floats) {}
+  Scratch(int threads, size_t floats)
+      : buf(static_cast<size_t>(threads) * floats), per_thread(floats) {}
   float* of(int thread) { return buf.data() + static_cast<size_t>(thread) * per_thread; }
 };
 

@@ -7,13 +7,14 @@
 // sumexp = 0, the neutral elements of the MAX / SUM all-reduces that follow. Negative targets
 // are ignored (loss 0, zero gradient row). Rows run in parallel (OpenMP); the exp is a
 // vectorizable polynomial (relative error ~2e-7) so the wide rows (50k columns) run SIMD.
+#include "kernels/cross_entropy.h"
+
 #include <omp.h>
 
 #include <algorithm>
 #include <bit>
 #include <cmath>
 
-#include "kernels/cross_entropy.h"
 #include "runtime/core/error.h"
 
 namespace tandem::kernels::cpu {
@@ -90,8 +91,8 @@ void xent_row_sumexp(float* sumexp, const float* logits, const float* rowmax, in
 
 void xent_target_logit(float* tlogit, const float* logits, const int32_t* targets, int64_t N,
                        int64_t Vl, int64_t col_begin) {
-  TANDEM_CHECK(N >= 0 && Vl >= 0 && col_begin >= 0, "xent_target_logit: N {} Vl {} col_begin {}",
-               N, Vl, col_begin);
+  TANDEM_CHECK(N >= 0 && Vl >= 0 && col_begin >= 0, "xent_target_logit: N {} Vl {} col_begin {}", N,
+               Vl, col_begin);
   for (int64_t n = 0; n < N; ++n) {
     const int64_t j = static_cast<int64_t>(targets[n]) - col_begin;
     tlogit[n] = (targets[n] >= 0 && j >= 0 && j < Vl) ? logits[n * Vl + j] : 0.0f;
@@ -112,7 +113,7 @@ void xent_backward(float* dlogits, const float* logits, const float* rowmax, con
   for (int64_t n = 0; n < N; ++n)
     TANDEM_CHECK(targets[n] < vocab, "xent_backward: target {} of row {} is not below vocab {}",
                  targets[n], n, vocab);
-  // dlogits may alias logits: each element is read before it is written, and by the same thread.
+    // dlogits may alias logits: each element is read before it is written, and by the same thread.
 #pragma omp parallel for schedule(static) if (parallel_rows(N, Vl))
   for (int64_t n = 0; n < N; ++n) {
     const float* in = logits + n * Vl;

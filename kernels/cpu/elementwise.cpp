@@ -3,11 +3,11 @@
 // Contract: out may alias a or b. sum_squares accumulates in double, per thread over a static
 // split of the array, and adds the partial sums in thread order, so the result is the same on
 // every call with the same thread count.
+#include "kernels/elementwise.h"
+
 #include <omp.h>
 
 #include <vector>
-
-#include "kernels/elementwise.h"
 
 namespace tandem::kernels::cpu {
 

@@ -5,12 +5,13 @@
 // forward overwrites out (or adds into it with accumulate). backward adds into dtable; ids may
 // repeat, so threads split the COLUMNS (cache-line sized blocks) and each walks all N ids in
 // order: no races, and the summation order is the same for any thread count.
+#include "kernels/embedding.h"
+
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/embedding.h"
 #include "runtime/core/error.h"
 
 namespace tandem::kernels::cpu {
@@ -47,8 +48,8 @@ void embedding_backward(float* dtable, const float* dout, const int32_t* ids, in
   // Column blocks of whole cache lines (16 floats), spread evenly over the threads.
   constexpr int64_t kLine = 16;
   const int64_t lines = (C + kLine - 1) / kLine;
-  const int nt = static_cast<int>(
-      std::min<int64_t>(N * C >= (1 << 15) ? omp_get_max_threads() : 1, lines));
+  const int nt =
+      static_cast<int>(std::min<int64_t>(N * C >= (1 << 15) ? omp_get_max_threads() : 1, lines));
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num(), T = omp_get_num_threads();

@@ -4,12 +4,13 @@
 // x * sigmoid(2u) (the same function: 0.5 (1 + tanh u) = 1 / (1 + exp(-2u))), which needs one
 // exp and no cancellation near u = 0; the exp is a vectorizable polynomial (relative error
 // ~2e-7), so loops run SIMD under OpenMP. Aliasing out == in and din == dout is allowed.
-// backward: gelu'(x) = s + 2 x s (1 - s) u'(x), s = sigmoid(2u), u' = sqrt(2/pi)(1 + 3*0.044715 x^2).
+// backward: gelu'(x) = s + 2 x s (1 - s) u'(x), with s = sigmoid(2u) and
+//           u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+#include "kernels/gelu.h"
+
 #include <algorithm>
 #include <bit>
 #include <cstdint>
-
-#include "kernels/gelu.h"
 
 namespace tandem::kernels::cpu {
 

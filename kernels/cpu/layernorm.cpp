@@ -4,12 +4,13 @@
 // biased variance (as PyTorch), out = (x - mean) * rstd * weight + bias. Rows run in parallel.
 // backward ACCUMULATES into din, dweight and dbias (+=). dweight/dbias are summed per thread
 // over a static row split and reduced in thread order, so results do not depend on timing.
+#include "kernels/layernorm.h"
+
 #include <omp.h>
 
 #include <cmath>
 #include <vector>
 
-#include "kernels/layernorm.h"
 #include "runtime/core/error.h"
 
 namespace tandem::kernels::cpu {
@@ -38,8 +39,8 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* in, co
 }
 
 void layernorm_backward(float* din, float* dweight, float* dbias, const float* dout,
-                        const float* in, const float* weight, const float* mean,
-                        const float* rstd, int64_t N, int64_t C) {
+                        const float* in, const float* weight, const float* mean, const float* rstd,
+                        int64_t N, int64_t C) {
   TANDEM_CHECK(N >= 0 && C > 0, "layernorm_backward sizes N {} C {}", N, C);
   if (N == 0) return;
   const int nt = N * C >= (1 << 14) ? omp_get_max_threads() : 1;

@@ -7,6 +7,8 @@
 // its own thread pool, and nesting it under OpenMP oversubscribes the cores.
 // add_bias: y[n, c] += b[c].  bias_backward: db[c] += sum_n dy[n, c], summed in a fixed
 // order for a given thread count (per-thread partial sums, reduced in thread order).
+#include "kernels/matmul.h"
+
 #include <cblas.h>
 #include <omp.h>
 
@@ -14,7 +16,6 @@
 #include <limits>
 #include <vector>
 
-#include "kernels/matmul.h"
 #include "runtime/core/error.h"
 
 namespace tandem::kernels::cpu {

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <vector>

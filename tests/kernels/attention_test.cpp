@@ -2,6 +2,8 @@
 // double-precision softmax(QK^T/sqrt(D))V, backward by central finite differences with saved
 // probabilities AND with the recompute path (probs = null), and both backward paths against a
 // naive double-precision backward at shapes that cross the kernel's block boundaries.
+#include "kernels/attention.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/attention.h"
 #include "runtime/core/backend.h"
 #include "tests/kernels/gradcheck.h"
 
@@ -84,9 +85,12 @@ Ref naive_attention(const float* qkv, const float* dout, int64_t B, int64_t T, i
 
 TEST(Attention, ForwardMatchesNaive) {
   auto be = make_cpu_backend(2);
-  struct Case { int64_t B, T, H, D; };
-  // Odd T and D (padding, partial blocks), a T crossing several 32-row blocks, and D = 64.
-  for (Case c : {Case{2, 37, 3, 20}, Case{1, 130, 2, 64}, Case{3, 1, 1, 8}}) {
+  struct Case {
+    int64_t B, T, H, D;
+  };
+  // Odd T and D (padding, partial blocks), T crossing several 32-row blocks and the 256-key
+  // chunks of the kernel's products, and D = 64.
+  for (Case c : {Case{2, 37, 3, 20}, Case{1, 130, 2, 64}, Case{3, 1, 1, 8}, Case{1, 300, 1, 64}}) {
     const auto [B, T, H, D] = c;
     Tensor qkv = random_tensor(*be, {B, T, 3 * H * D}, 1, -1.5f, 1.5f);
     Tensor out = be->empty({B, T, H * D}), lse = be->empty({B, H, T});
@@ -95,10 +99,9 @@ TEST(Attention, ForwardMatchesNaive) {
     const Ref ref = naive_attention(qkv.f32(), nullptr, B, T, H, D);
     const std::string msg = "B " + std::to_string(B) + " T " + std::to_string(T) + " H " +
                             std::to_string(H) + " D " + std::to_string(D);
-    TANDEM_EXPECT_CLOSE(out.f32(), ref.out.data(), out.numel(), 1e-5, 1e-4, msg + " out");
-    TANDEM_EXPECT_CLOSE(lse.f32(), ref.lse.data(), lse.numel(), 1e-5, 1e-5, msg + " lse");
-    TANDEM_EXPECT_CLOSE(probs.f32(), ref.probs.data(), probs.numel(), 1e-6, 1e-4,
-                        msg + " probs");
+    TANDEM_EXPECT_CLOSE(out.f32(), ref.out.data(), out.numel(), 1e-6, 1e-5, msg + " out");
+    TANDEM_EXPECT_CLOSE(lse.f32(), ref.lse.data(), lse.numel(), 1e-6, 1e-6, msg + " lse");
+    TANDEM_EXPECT_CLOSE(probs.f32(), ref.probs.data(), probs.numel(), 1e-8, 1e-5, msg + " probs");
     // Without probs: the same out and lse.
     Tensor out2 = be->empty({B, T, H * D}), lse2 = be->empty({B, H, T});
     attention_forward(*be, out2, lse2, nullptr, qkv, H);
@@ -108,8 +111,8 @@ TEST(Attention, ForwardMatchesNaive) {
 }
 
 // L = sum(out * R). Central differences with eps 1e-3 on qkv of scale ~1, L accumulated in
-// double from the fp32 output: tolerance atol 1e-3 + rtol 1e-2. Checked for every element of
-// qkv, for the saved-probs backward and for the recompute backward.
+// double from the fp32 output (noise ~2e-4 in the quotient): tolerance atol 5e-4 + rtol 5e-3.
+// Checked for every element of qkv, for the saved-probs and for the recompute backward.
 TEST(Attention, BackwardGradcheckSavedAndRecomputed) {
   auto be = make_cpu_backend(2);
   const int64_t B = 2, T = 9, H = 2, D = 5;
@@ -127,19 +130,23 @@ TEST(Attention, BackwardGradcheckSavedAndRecomputed) {
   attention_backward(*be, dqkv_recomp, R, qkv, out, lse, nullptr, H);
   testing::GradCheckOptions opt;
   opt.max_samples = qkv.numel();  // all 540 elements
-  testing::expect_gradient("attention dqkv (saved probs)", qkv.f32(), qkv.numel(),
-                           dqkv_saved.f32(), loss, opt);
-  testing::expect_gradient("attention dqkv (recomputed)", qkv.f32(), qkv.numel(),
-                           dqkv_recomp.f32(), loss, opt);
+  opt.atol = 5e-4;
+  opt.rtol = 5e-3;
+  testing::expect_gradient("attention dqkv (saved probs)", qkv.f32(), qkv.numel(), dqkv_saved.f32(),
+                           loss, opt);
+  testing::expect_gradient("attention dqkv (recomputed)", qkv.f32(), qkv.numel(), dqkv_recomp.f32(),
+                           loss, opt);
 }
 
 // Both backward paths against the naive double backward, at shapes with several query
-// blocks, a T that is not a multiple of the tile width, and D = 64. fp32 vs double:
-// tolerance atol 2e-5 + rtol 1e-4.
+// blocks, a T that is not a multiple of the tile width, T > 256 (chunked products), and
+// D = 64. fp32 vs double: tolerance atol 2e-6 + rtol 1e-5.
 TEST(Attention, BackwardMatchesNaiveBothPaths) {
   auto be = make_cpu_backend(2);
-  struct Case { int64_t B, T, H, D; };
-  for (Case c : {Case{2, 100, 3, 64}, Case{1, 45, 2, 12}}) {
+  struct Case {
+    int64_t B, T, H, D;
+  };
+  for (Case c : {Case{2, 100, 3, 64}, Case{1, 45, 2, 12}, Case{1, 290, 1, 64}}) {
     const auto [B, T, H, D] = c;
     Tensor qkv = random_tensor(*be, {B, T, 3 * H * D}, 21, -1.5f, 1.5f);
     Tensor dout = random_tensor(*be, {B, T, H * D}, 22);
@@ -152,7 +159,7 @@ TEST(Attention, BackwardMatchesNaiveBothPaths) {
       for (int64_t i = 0; i < dqkv.numel(); ++i)
         dqkv.f32()[i] = std::numeric_limits<float>::quiet_NaN();
       attention_backward(*be, dqkv, dout, qkv, out, lse, saved ? &probs : nullptr, H);
-      TANDEM_EXPECT_CLOSE(dqkv.f32(), ref.dqkv.data(), dqkv.numel(), 2e-5, 1e-4,
+      TANDEM_EXPECT_CLOSE(dqkv.f32(), ref.dqkv.data(), dqkv.numel(), 2e-6, 1e-5,
                           ::testing::Message() << "T " << T << " D " << D
                                                << (saved ? " saved probs" : " recomputed"));
     }

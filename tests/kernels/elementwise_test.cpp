@@ -1,12 +1,13 @@
 // Tests for kernels/elementwise.h on the CPU backend: add (with aliasing), add_inplace,
 // scale_inplace, and sum_squares against a double loop, its gradient 2x by central finite
 // differences, and its run-to-run determinism.
+#include "kernels/elementwise.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
-#include "kernels/elementwise.h"
 #include "runtime/core/backend.h"
 #include "tests/kernels/gradcheck.h"
 
@@ -57,8 +58,8 @@ TEST(Elementwise, SumSquaresGradcheck) {
   opt.eps = 1e-2f;
   opt.atol = 1e-6;
   opt.rtol = 1e-6;
-  testing::expect_gradient("sum_squares", x.f32(), n, grad.data(),
-                           [&] { return sum_squares(*be, x); }, opt);
+  testing::expect_gradient(
+      "sum_squares", x.f32(), n, grad.data(), [&] { return sum_squares(*be, x); }, opt);
 }
 
 }  // namespace

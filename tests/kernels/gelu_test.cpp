@@ -1,11 +1,12 @@
 // Tests for kernels/gelu.h on the CPU backend: forward against the tanh formula in double
 // (including large |x| and in-place use), and the backward by central finite differences.
+#include "kernels/gelu.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
 
-#include "kernels/gelu.h"
 #include "runtime/core/backend.h"
 #include "tests/kernels/gradcheck.h"
 

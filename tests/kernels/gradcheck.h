@@ -146,13 +146,12 @@ inline CloseResult compare(const float* a, const double* b, int64_t n, double at
 }
 
 // EXPECT that float array got_ matches double array want_ element-wise within atol_ + rtol_|want|.
-#define TANDEM_EXPECT_CLOSE(got_, want_, n_, atol_, rtol_, what_)                                \
-  do {                                                                                          \
-    const auto tandem_c_ = ::tandem::testing::compare((got_), (want_), (n_), (atol_), (rtol_)); \
-    EXPECT_LE(tandem_c_.worst_ratio, 1.0)                                                       \
-        << (what_) << ": element " << tandem_c_.worst_index << " got " << tandem_c_.got         \
-        << " expected " << tandem_c_.want << " (atol " << (atol_) << ", rtol " << (rtol_)      \
-        << ")";                                                                                 \
+#define TANDEM_EXPECT_CLOSE(got_, want_, n_, atol_, rtol_, what_)                                 \
+  do {                                                                                            \
+    const auto tandem_c_ = ::tandem::testing::compare((got_), (want_), (n_), (atol_), (rtol_));   \
+    EXPECT_LE(tandem_c_.worst_ratio, 1.0)                                                         \
+        << (what_) << ": element " << tandem_c_.worst_index << " got " << tandem_c_.got           \
+        << " expected " << tandem_c_.want << " (atol " << (atol_) << ", rtol " << (rtol_) << ")"; \
   } while (0)
 
 }  // namespace tandem::testing

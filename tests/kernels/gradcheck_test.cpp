@@ -1,11 +1,11 @@
 // Tests of the finite-difference helper itself (tests/kernels/gradcheck.h): it accepts a
 // correct gradient, flags a wrong one (and names it), flags NaN, and samples large inputs.
+#include "tests/kernels/gradcheck.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
-
-#include "tests/kernels/gradcheck.h"
 
 namespace tandem::testing {
 namespace {
@@ -48,8 +48,8 @@ TEST(GradCheck, SamplesLargeInputs) {
   SinProblem p(5000);
   GradCheckOptions opt;
   opt.max_samples = 64;
-  const GradCheckResult r =
-      check_gradient(p.x.data(), 5000, p.grad.data(), [&] { return p.loss(); }, opt);
+  const GradCheckResult r = check_gradient(
+      p.x.data(), 5000, p.grad.data(), [&] { return p.loss(); }, opt);
   EXPECT_EQ(r.checked, 64);
   EXPECT_EQ(r.failures, 0) << r.summary("sin sampled");
 }
