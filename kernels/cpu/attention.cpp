@@ -91,7 +91,7 @@ inline void micro_kernel(int64_t k, AOp A, const float* B, int64_t ldb, float* C
   for (int r = 0; r < MR; ++r) c0[r] = c1[r] = vfloat{};
   for (int64_t p = 0; p < k; ++p) {
     vfloat b0 = vload(B + p * ldb), b1 = vload(B + p * ldb + kVW);
-#if defined(__GNUC__)
+#if defined(__GNUC__) && defined(__AVX__)
     // Keep the B row in registers: otherwise GCC folds a load into every FMA.
     __asm__("" : "+v"(b0), "+v"(b1));
 #endif

@@ -5,11 +5,12 @@
 // Contract: each test builds a CPU backend and a CUDA backend, feeds identical random inputs
 // to both, copies the CUDA results back and compares element by element:
 //   |cuda - cpu| <= atol + rtol * |cpu|   (or bit-equal, which also covers +-inf)
-// Tolerances (fp32 on both sides, only the summation order and exp/tanh ulps differ):
-//   elementwise copies/adds/scales/embedding forward:  exact
-//   gelu, adamw, layernorm, cross-entropy, attention:  atol/rtol 1e-5 .. 1e-4 (stated per check)
-//   matmul/linear over a reduction of length K:         atol = 2e-6 * K, rtol = 1e-5
-//   sum_squares (double accumulation on both sides):    relative 1e-9
+// Tolerances (fp32 on both sides; only summation order and exp/tanh ulps differ):
+//   copies, adds, scales, bias add, embedding forward, row max, target logit:  exact
+//   gelu, adamw, layernorm, cross-entropy, attention:  atol 1e-7..5e-5, rtol 1e-5..1e-4
+//                                                      (stated at each check)
+//   reductions of length K (matmul, linear, bias/LN parameter grads): atol 2e-6 K, rtol 1e-5
+//   sumexp over a 50k-column vocabulary: rtol 1e-4;  sum_squares (double both sides): rel 1e-9
 // Where no GPU is visible every test calls GTEST_SKIP() << "no CUDA device" (reported as
 // skipped, never a silent pass). The file compiles with CUDA OFF too (then every test skips).
 #include <gtest/gtest.h>
