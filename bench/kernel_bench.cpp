@@ -3,6 +3,9 @@
 // (or GB/s for memory-bound kernels), median and best of the repetitions.
 //
 // Usage: kernel_bench [threads=2] [tokens=256] [reps=20]
+// Run it with OPENBLAS_THREAD_TIMEOUT=4 (or similar): the pthread OpenBLAS otherwise keeps its
+// worker threads spinning for ~0.1 s after every GEMM, and the OpenMP kernels that follow then
+// wait whole scheduler slices for a core (times quantized at ~4 ms).
 // Flop counts: linear 2*N*in*out (backward: dW and dx, twice that); causal attention
 // forward 2*T^2*D per head (QK^T and PV over the lower triangle), backward 4*T^2*D (+ the
 // recomputed QK^T when probs are not saved). Bytes for memory-bound kernels count one read
@@ -72,6 +75,9 @@ int main(int argc, char** argv) {
   const int reps = argc > 3 ? std::atoi(argv[3]) : 20;
   const int64_t C = 768, H = 12, D = 64, V = 50257, Vp = 50304;
   auto be = tandem::make_cpu_backend(threads);
+  if (!std::getenv("OPENBLAS_THREAD_TIMEOUT"))
+    std::printf(
+        "note: OPENBLAS_THREAD_TIMEOUT unset; OpenBLAS spinning may slow the OpenMP kernels\n");
   std::printf("CPU kernels, %d threads, N = %lld tokens, C = %lld\n", threads,
               static_cast<long long>(N), static_cast<long long>(C));
 

@@ -10,7 +10,7 @@
 // Implementation: one (batch, head) pair per OpenMP task. Its q, k, v are gathered into
 // contiguous, zero-padded scratch (k and v also transposed where a product wants them so),
 // then every product runs through one register-blocked micro-kernel (GCC vector extensions,
-// AVX-512 or AVX2 wide) over blocks of kQB query rows, touching only the causal part
+// AVX-512, AVX or 128-bit wide) over blocks of kQB query rows, touching only the causal part
 // (0 <= j < end of the block). No BLAS here: this code runs inside OpenMP regions.
 #include "kernels/attention.h"
 
@@ -55,9 +55,12 @@ inline float exp_f32(float x) {
 #if defined(__AVX512F__)
 constexpr int kVW = 16;  // floats per vector register
 constexpr int kMR = 8;   // micro-tile rows: 16 accumulators of the 32 registers
-#else
+#elif defined(__AVX__)
 constexpr int kVW = 8;
 constexpr int kMR = 4;  // 8 accumulators of the 16 registers
+#else
+constexpr int kVW = 4;  // SSE and other 128-bit targets
+constexpr int kMR = 4;
 #endif
 typedef float vfloat __attribute__((vector_size(kVW * sizeof(float))));
 constexpr int64_t kNR = 2 * kVW;  // micro-tile columns (two vectors)
