@@ -133,7 +133,9 @@ struct Trainer::Impl {
       std::vector<int32_t> ctx = prompt;
       for (int t = 0; t < s.tokens; ++t) {
         std::vector<float> logits = model.next_token_logits(ctx);
-        ctx.push_back(pick(logits, rng));
+        const int32_t next = pick(logits, rng);
+        if (next == tok.eot_id()) break;  // the document ended
+        ctx.push_back(next);
       }
       if (rank == 0) {
         std::vector<int32_t> gen(ctx.begin() + static_cast<int64_t>(prompt.size()), ctx.end());

@@ -480,7 +480,7 @@ TEST(Config, QuickstartLoads) {
   EXPECT_EQ(c.model.seq_len, 128);
   EXPECT_EQ(c.model.vocab, 50257);
   EXPECT_EQ(c.train.batch, 8);
-  EXPECT_EQ(c.train.steps, 300);
+  EXPECT_EQ(c.train.steps, 400);
   EXPECT_FLOAT_EQ(c.train.lr, 1e-3f);
   EXPECT_EQ(c.train.warmup, 30);
   EXPECT_EQ(c.train.eval_every, 50);
