@@ -16,7 +16,7 @@ common=(--set train.steps="$STEPS" --set train.eval_every=0 --set train.eval_bat
 
 train() {  # train NAME NP overrides...
   local name=$1 np=$2; shift 2
-  timeout --signal=KILL 1800 mpirun -np "$np" --oversubscribe "$BUILD/tandem" train \
+  timeout --signal=KILL 1800 mpirun -np "$np" --oversubscribe --bind-to none "$BUILD/tandem" train \
     configs/quickstart.yaml "${common[@]}" "$@" --metrics-out "$OUT/$name.jsonl" > "$OUT/$name.log" 2>&1 \
     || { tail -20 "$OUT/$name.log"; exit 1; }
 }

@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sched.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -60,6 +62,18 @@ TrainArgs parse_train_args(int argc, char** argv) {
   return a;
 }
 
+// CPU threads for this rank when train.threads is 0: the cores the launcher bound it to (mpirun
+// binds to one core by default for small jobs), else this node's cores divided by its ranks.
+int default_threads(int local_size) {
+  const int hw = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int bound = CPU_COUNT(&set);
+    if (bound > 0 && bound < hw) return bound;
+  }
+  return std::max(1, hw / local_size);
+}
+
 // Binds this rank to a GPU by its node-local rank (works under mpirun and srun alike).
 BackendOptions bo_for_rank(BackendOptions bo, const MpiEnv& env) {
   if (bo.device == "auto") bo.device = cuda_available() ? "cuda" : "cpu";
@@ -95,8 +109,7 @@ int run_train(MpiEnv& env, int argc, char** argv) {
   }
 
   int threads = cfg.train.threads;
-  if (threads == 0)
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / env.local_size());
+  if (threads == 0) threads = default_threads(env.local_size());
   BackendOptions bo;
   bo.device = cfg.train.device;
   bo.threads = threads;

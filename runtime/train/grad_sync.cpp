@@ -52,10 +52,11 @@ void GradSync::begin_step() {
 }
 
 void GradSync::launch(Bucket& b) {
+  b.launched = true;
+  if (dp_.size() == 1) return;  // a group of one: the local gradient is already the sum
   Tensor grads = store_.grads().flat_range(b.begin, {b.end - b.begin});
   if (zero_ == 0) b.req = dp_.iall_reduce(grads, ReduceOp::Sum);
   else b.req = dp_.ireduce_scatter(b.shard, grads);
-  b.launched = true;
 }
 
 void GradSync::grads_final_from(int64_t offset) {
@@ -74,7 +75,7 @@ void GradSync::finish() {
   for (Bucket& b : buckets_) {
     if (b.req) b.req->wait();
     b.req.reset();
-    if (zero_ == 1) {
+    if (zero_ == 1 && n > 1) {
       const int64_t len = (b.end - b.begin) / n;
       Tensor mine = store_.grads().flat_range(b.begin + dp_.rank() * len, {len});
       store_.backend().copy(mine, b.shard);
@@ -83,7 +84,7 @@ void GradSync::finish() {
 }
 
 void GradSync::gather_params() {
-  if (zero_ != 1) return;
+  if (zero_ != 1 || dp_.size() == 1) return;
   const int64_t n = dp_.size();
   std::vector<std::unique_ptr<Request>> reqs;
   for (Bucket& b : buckets_) {
