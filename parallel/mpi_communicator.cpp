@@ -72,13 +72,6 @@ struct Pending {
   std::function<void()> on_complete;  // e.g. the move of an in-place reduce_scatter result
 };
 
-bool ranges_overlap(const Tensor& a, const Tensor& b) {
-  if (a.nbytes() == 0 || b.nbytes() == 0) return false;
-  const char* pa = static_cast<const char*>(a.raw());
-  const char* pb = static_cast<const char*>(b.raw());
-  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
-}
-
 class MpiCommunicator;
 
 class MpiRequest final : public Request {
@@ -243,7 +236,7 @@ class MpiCommunicator final : public Communicator {
     p->keep = {out, in};
     const int n = count_of(out);
     char* in_base = static_cast<char*>(in.raw());
-    if (ranges_overlap(out, in)) {
+    if (tensors_overlap(out, in)) {
       TANDEM_CHECK(out.raw() == in_base + static_cast<size_t>(rank_) * out.nbytes(),
                    "group '{}': reduce_scatter in place needs out to be slice {} of in "
                    "(offset {} bytes), but out starts {} bytes into in",
@@ -280,7 +273,7 @@ class MpiCommunicator final : public Communicator {
     const int n = count_of(in);
     char* out_base = static_cast<char*>(out.raw());
     const void* send = in.raw();
-    if (ranges_overlap(out, in)) {
+    if (tensors_overlap(out, in)) {
       TANDEM_CHECK(in.raw() == out_base + static_cast<size_t>(rank_) * in.nbytes(),
                    "group '{}': all_gather in place needs in to be slice {} of out "
                    "(offset {} bytes), but in starts {} bytes into out",

@@ -16,7 +16,7 @@ class DoneRequest final : public Request {
 void local_copy(Tensor& out, const Tensor& in, const char* op) {
   TANDEM_CHECK(out.nbytes() == in.nbytes(), "{} on a group of one: out {} vs in {}", op,
                out.describe(), in.describe());
-  TANDEM_CHECK(out.device() == DeviceKind::CPU && in.device() == DeviceKind::CPU || out.raw() == in.raw(),
+  TANDEM_CHECK((out.device() == DeviceKind::CPU && in.device() == DeviceKind::CPU) || out.raw() == in.raw(),
                "self communicator copies host tensors only: {} <- {}", out.describe(), in.describe());
   if (out.raw() != in.raw()) std::memcpy(out.raw(), in.raw(), in.nbytes());
 }

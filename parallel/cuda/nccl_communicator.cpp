@@ -29,13 +29,6 @@ struct Pending {
   std::vector<Tensor> keep;
 };
 
-bool ranges_overlap(const Tensor& a, const Tensor& b) {
-  if (a.nbytes() == 0 || b.nbytes() == 0) return false;
-  const char* pa = static_cast<const char*>(a.raw());
-  const char* pb = static_cast<const char*>(b.raw());
-  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
-}
-
 class NcclCommunicator;
 
 class NcclRequest final : public Request {
@@ -308,7 +301,7 @@ class NcclCommunicator final : public Communicator {
   // `part` may overlap `whole` only as its rank-th slice (NCCL's in-place convention).
   void check_alias(const Tensor& part, const Tensor& whole, const char* op, const char* pn,
                    const char* wn) const {
-    if (!ranges_overlap(part, whole)) return;
+    if (!tensors_overlap(part, whole)) return;
     const char* base = static_cast<const char*>(whole.raw());
     const size_t want = static_cast<size_t>(rank_) * part.nbytes();
     TANDEM_CHECK(static_cast<const char*>(part.raw()) == base + want,

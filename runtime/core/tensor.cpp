@@ -106,6 +106,13 @@ std::string Tensor::describe() const {
   return fmt::format("{}{} {}", dtype_name(dtype_), shape_str(shape_), device_name(device()));
 }
 
+bool tensors_overlap(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined() || a.nbytes() == 0 || b.nbytes() == 0) return false;
+  const char* pa = static_cast<const char*>(a.raw());
+  const char* pb = static_cast<const char*>(b.raw());
+  return pa < pb + b.nbytes() && pb < pa + a.nbytes();
+}
+
 void check_shape(const Tensor& t, const Shape& expected, const char* what) {
   TANDEM_CHECK(t.defined(), "{}: tensor is undefined, expected shape {}", what, shape_str(expected));
   TANDEM_CHECK(t.shape() == expected, "{}: shape {} but expected {}", what, shape_str(t.shape()),

@@ -91,6 +91,9 @@ class Tensor {
   DType dtype_ = DType::F32;
 };
 
+// True when the two tensors' bytes intersect (views of one storage, or in-place arguments).
+bool tensors_overlap(const Tensor& a, const Tensor& b);
+
 // Precondition helper: throws with both shapes when they differ.
 void check_shape(const Tensor& t, const Shape& expected, const char* what);
 
