@@ -179,7 +179,9 @@ TEST(Config, OutOfRangeValuesNameKeyLineValueAndRange) {
       {"parallel.order", "tp-dp", "a permutation of tp, dp, pp joined by '-' (e.g. \"tp-dp-pp\")"},
       {"parallel.order", "tp-tp-pp", "a permutation of tp, dp, pp joined by '-' (e.g. \"tp-dp-pp\")"},
       {"parallel.order", "tp,dp,pp", "a permutation of tp, dp, pp joined by '-' (e.g. \"tp-dp-pp\")"},
-      {"parallel.schedule", "interleaved", "one of gpipe|1f1b"},
+      {"parallel.schedule", "zigzag", "one of gpipe|1f1b|interleaved"},
+      {"parallel.chunks", "0", "an integer >= 1"},
+      {"parallel.bucket_mb", "0", "an integer >= 1"},
       {"parallel.timeout_s", "0", "a number > 0"},
       {"sample.prompt", "\"\"", "a non-empty string"},
       {"sample.count", "-1", "an integer >= 0"},
@@ -253,6 +255,8 @@ parallel:
   offload: true
   order: pp-tp-dp
   schedule: gpipe
+  chunks: 1
+  bucket_mb: 32
   timeout_s: 12.5
 sample:
   prompt: "Hello: \"world\""
@@ -295,6 +299,8 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_TRUE(c.parallel.offload);
   EXPECT_EQ(c.parallel.order, "pp-tp-dp");
   EXPECT_EQ(c.parallel.schedule, "gpipe");
+  EXPECT_EQ(c.parallel.chunks, 1);
+  EXPECT_EQ(c.parallel.bucket_mb, 32);
   EXPECT_DOUBLE_EQ(c.parallel.timeout_s, 12.5);
   EXPECT_EQ(c.sample.prompt, "Hello: \"world\"");
   EXPECT_EQ(c.sample.count, 0);
@@ -393,7 +399,8 @@ TEST(Config, CheckLayoutNamesTheRuleBroken) {
   const Case cases[] = {
       {{"parallel.dp=2", "parallel.tp=2"}, 8,
        "parallel.dp * parallel.tp * parallel.pp = 2 * 2 * 1 = 4 but the job has 8 ranks"},
-      {{"parallel.tp=3", "model.heads=6", "model.dim=66"}, 3, "model.heads=6"},
+      {{"parallel.tp=3", "model.heads=4", "model.dim=64"}, 3,
+       "model.heads=4 is not divisible by parallel.tp=3"},
       {{"parallel.tp=8", "model.heads=8", "model.dim=64"}, 8, ""},  // valid: 50304 % 8 == 0
       {{"parallel.tp=3", "model.heads=3", "model.dim=66"}, 3, ""},  // valid: 50304 % 3 == 0
       {{"parallel.tp=5", "model.heads=5", "model.dim=65"}, 5,
@@ -422,12 +429,12 @@ TEST(Config, CheckLayoutNamesTheRuleBroken) {
     }
   }
   // In a file, the message points at the line.
-  RunConfig cfg = config_from_yaml_string("parallel:\n  dp: 1\n  tp: 2\n", {}, "x.yaml");
+  RunConfig cfg = config_from_yaml_string("parallel:\n  tp: 2\n", {}, "x.yaml");
   try {
     check_layout(cfg, 4);
     ADD_FAILURE() << "accepted tp=2 on 4 ranks";
   } catch (const ConfigError& e) {
-    EXPECT_HAS(std::string(e.what()), "x.yaml:3: parallel.dp * parallel.tp * parallel.pp");
+    EXPECT_HAS(std::string(e.what()), "x.yaml:2: parallel.dp * parallel.tp * parallel.pp");
   }
 }
 
