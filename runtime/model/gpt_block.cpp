@@ -91,14 +91,28 @@ int64_t TransformerBlock::saved_floats_per_token(const ModelOptions& opt, int tp
   return f;
 }
 
+void TransformerBlock::layernorm(const Tensor& x, const Param& w, const Param& b, Tensor& out,
+                                 Tensor& mean, Tensor& rstd) {
+  const int64_t N = x.dim(0);
+  out = be_.empty({N, C_});
+  mean = be_.empty({N});
+  rstd = be_.empty({N});
+  k::layernorm_forward(be_, out, mean, rstd, x, w.value, b.value);
+}
+
+void TransformerBlock::row_parallel_residual(Tensor& out, const Tensor& in, const Param& w,
+                                             const Param& b, const Tensor& residual) {
+  k::linear_forward(be_, out, in, w.value, nullptr);  // partial sum over this rank's inputs
+  tp_.all_reduce(out);
+  k::add_bias(be_, out, b.value);  // once, after the reduction
+  k::add_inplace(be_, out, residual);
+}
+
 void TransformerBlock::forward_into(const Tensor& x, int64_t b, int64_t T, bool keep_probs,
                                     bool keep_gelu, BlockSaved& s, Tensor& x2) {
   const int64_t N = b * T;
   s.x = x;
-  s.ln1 = be_.empty({N, C_});
-  s.mean1 = be_.empty({N});
-  s.rstd1 = be_.empty({N});
-  k::layernorm_forward(be_, s.ln1, s.mean1, s.rstd1, x, w_.ln1_w->value, w_.ln1_b->value);
+  layernorm(x, *w_.ln1_w, *w_.ln1_b, s.ln1, s.mean1, s.rstd1);
   s.qkv = be_.empty({N, 3 * Cl_});
   k::linear_forward(be_, s.qkv, s.ln1, w_.qkv_w->value, &w_.qkv_b->value);
   Tensor att3 = be_.empty({b, T, Cl_});
@@ -108,15 +122,9 @@ void TransformerBlock::forward_into(const Tensor& x, int64_t b, int64_t T, bool 
   k::attention_forward(be_, att3, s.lse, keep_probs ? &s.probs : nullptr, s.qkv.view({b, T, 3 * Cl_}),
                        Hl_);
   Tensor x1 = be_.empty({N, C_});
-  k::linear_forward(be_, x1, s.att, w_.proj_w->value, nullptr);
-  tp_.all_reduce(x1);
-  k::add_bias(be_, x1, w_.proj_b->value);
-  k::add_inplace(be_, x1, x);
+  row_parallel_residual(x1, s.att, *w_.proj_w, *w_.proj_b, x);
   s.x1 = x1;
-  s.ln2 = be_.empty({N, C_});
-  s.mean2 = be_.empty({N});
-  s.rstd2 = be_.empty({N});
-  k::layernorm_forward(be_, s.ln2, s.mean2, s.rstd2, x1, w_.ln2_w->value, w_.ln2_b->value);
+  layernorm(x1, *w_.ln2_w, *w_.ln2_b, s.ln2, s.mean2, s.rstd2);
   s.fc = be_.empty({N, 4 * Cl_});
   k::linear_forward(be_, s.fc, s.ln2, w_.fc_w->value, &w_.fc_b->value);
   Tensor g = be_.empty({N, 4 * Cl_});
@@ -124,10 +132,7 @@ void TransformerBlock::forward_into(const Tensor& x, int64_t b, int64_t T, bool 
   if (keep_gelu) s.gelu = g;
   s.complete = true;
   if (!x2.defined()) return;  // recompute for backward: the block output is not needed
-  k::linear_forward(be_, x2, g, w_.fcp_w->value, nullptr);
-  tp_.all_reduce(x2);
-  k::add_bias(be_, x2, w_.fcp_b->value);
-  k::add_inplace(be_, x2, x1);
+  row_parallel_residual(x2, g, *w_.fcp_w, *w_.fcp_b, x1);
 }
 
 Tensor TransformerBlock::forward(const Tensor& x, int64_t b, int64_t T, Recompute mode,

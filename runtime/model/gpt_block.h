@@ -53,6 +53,12 @@ class TransformerBlock {
     Param *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc_w, *fc_b,
         *fcp_w, *fcp_b;
   };
+  // out, mean, rstd = LayerNorm(x) (fresh tensors).
+  void layernorm(const Tensor& x, const Param& w, const Param& b, Tensor& out, Tensor& mean,
+                 Tensor& rstd);
+  // Row-parallel linear with its residual: out = all_reduce(in @ w^T) + b + residual.
+  void row_parallel_residual(Tensor& out, const Tensor& in, const Param& w, const Param& b,
+                             const Tensor& residual);
   void forward_into(const Tensor& x, int64_t b, int64_t T, bool keep_probs, bool keep_gelu,
                     BlockSaved& s, Tensor& x2);
 
