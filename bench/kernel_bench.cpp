@@ -1,6 +1,10 @@
 // Micro-benchmark of the CPU reference kernels at GPT-2-small shapes (N tokens, C = 768,
 // 12 heads of 64, vocab 50257 padded to 50304): median wall time per call and GFLOP/s
-// (or GB/s for memory-bound kernels), median and best of the repetitions.
+// (or GB/s for memory-bound kernels), median and best of the repetitions, and each kernel's
+// bound on this machine at the vector width of the build (bench/roofline.h): the time its
+// FLOPs, its bytes (at the bandwidth of its working set) or its vector instructions need at
+// the measured peak, whichever is longest, and the best time as a percentage of that bound.
+// A kernel far below its bound is a regression (or a kernel that does not vectorize).
 //
 // Usage: kernel_bench [threads=2] [tokens=256] [reps=20]
 // Run it with OPENBLAS_THREAD_TIMEOUT=4 (or similar): the pthread OpenBLAS otherwise keeps its
@@ -9,7 +13,8 @@
 // Flop counts: linear 2*N*in*out (backward: dW and dx, twice that); causal attention
 // forward 2*T^2*D per head (QK^T and PV over the lower triangle), backward 4*T^2*D (+ the
 // recomputed QK^T when probs are not saved). Bytes for memory-bound kernels count one read
-// of each input and one write of each output.
+// of each input and one write of each output. Multiplies and FMAs per element (for the exp-heavy
+// kernels) are counted from the source: kExpOps for one vexp plus the arithmetic around it.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -24,6 +29,7 @@
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
+#include "bench/roofline.h"
 #include "runtime/core/backend.h"
 
 namespace {
@@ -58,13 +64,36 @@ Timing time_ms(int reps, const std::function<void()>& fn) {
   return {ms[ms.size() / 2], ms.front()};
 }
 
-void report_flops(const char* name, Timing t, double flops) {
-  std::printf("%-34s %9.3f ms (best %9.3f)  %7.1f GFLOP/s (best %7.1f)\n", name, t.median, t.best,
-              flops / (t.median * 1e6), flops / (t.best * 1e6));
-}
-void report_bytes(const char* name, Timing t, double bytes) {
-  std::printf("%-34s %9.3f ms (best %9.3f)  %7.1f GB/s    (best %7.1f)\n", name, t.median, t.best,
-              bytes / (t.median * 1e6), bytes / (t.best * 1e6));
+// What a kernel call must do: useful FLOPs, bytes moved (one read of each input, one write of
+// each output), the working set those bytes stream from, and the multiplies and FMAs that are
+// neither (the exp polynomial, scaling), each counted once per lane.
+struct Work {
+  double flops = 0, bytes = 0, footprint = 0, lane_ops = 0;
+};
+
+// Multiplies and FMAs of one simd::vexp: range reduction 3, polynomial 5, result 3. (Its
+// clamps, selects and integer steps run on other pipes and are not counted.)
+constexpr double kExpOps = 11;
+
+struct Machine {
+  int threads;
+  double gflops;  // FMA peak at this vector width
+  // FLOPs and other FMA-pipe lane ops share the FMA slots, so their times add.
+  double bound_ms(const Work& w) const {
+    const double compute = w.flops / (gflops * 1e6) + w.lane_ops / (gflops / 2 * 1e6);
+    const double memory =
+        w.bytes > 0 ? w.bytes / (tandem::bench::stream_gbps(threads, w.footprint) * 1e6) : 0;
+    return std::max(compute, memory);
+  }
+};
+
+void report(const Machine& mc, const char* name, Timing t, const Work& w) {
+  const bool by_flops = w.flops > 0;
+  const double amount = by_flops ? w.flops : w.bytes;
+  const double bound = mc.bound_ms(w);
+  std::printf("%-34s %9.3f ms (best %9.3f) %8.1f %s (best %8.1f)  bound %8.3f ms  %5.1f%%\n", name,
+              t.median, t.best, amount / (t.median * 1e6), by_flops ? "GFLOP/s" : "GB/s   ",
+              amount / (t.best * 1e6), bound, 100.0 * bound / t.best);
 }
 
 }  // namespace
@@ -78,8 +107,13 @@ int main(int argc, char** argv) {
   if (!std::getenv("OPENBLAS_THREAD_TIMEOUT"))
     std::printf(
         "note: OPENBLAS_THREAD_TIMEOUT unset; OpenBLAS spinning may slow the OpenMP kernels\n");
-  std::printf("CPU kernels, %d threads, N = %lld tokens, C = %lld\n", threads,
-              static_cast<long long>(N), static_cast<long long>(C));
+  std::printf("CPU kernels, %d threads, N = %lld tokens, C = %lld, %d-lane fp32 vectors\n",
+              threads, static_cast<long long>(N), static_cast<long long>(C),
+              tandem::bench::kLanes);
+  const Machine mc{threads, tandem::bench::peak_gflops(threads)};
+  std::printf("machine: FMA peak %.1f GFLOP/s; copy %.1f GB/s at 1 MiB, %.1f GB/s at 256 MiB\n",
+              mc.gflops, tandem::bench::stream_gbps(threads, 1 << 20),
+              tandem::bench::stream_gbps(threads, 256.0 * (1 << 20)));
 
   // Linear layers of a block: qkv (C -> 3C), fc (C -> 4C), fc-proj (4C -> C).
   for (auto [in, out, name] : {std::tuple<int64_t, int64_t, const char*>{C, 3 * C, "qkv"},
@@ -91,11 +125,12 @@ int main(int argc, char** argv) {
     char label[64];
     std::snprintf(label, sizeof label, "linear fwd %s [%lldx%lld]", name,
                   static_cast<long long>(in), static_cast<long long>(out));
-    report_flops(label, time_ms(reps, [&] { k::linear_forward(*be, y, x, W, &b); }),
-                 2.0 * N * in * out);
+    const double fp = 4.0 * (N * in + in * out + N * out);
+    report(mc, label, time_ms(reps, [&] { k::linear_forward(*be, y, x, W, &b); }),
+           {2.0 * N * in * out, 0, fp, 0});
     std::snprintf(label, sizeof label, "linear bwd %s", name);
-    report_flops(label, time_ms(reps, [&] { k::linear_backward(*be, &dx, dW, &db, y, x, W); }),
-                 4.0 * N * in * out);
+    report(mc, label, time_ms(reps, [&] { k::linear_backward(*be, &dx, dW, &db, y, x, W); }),
+           {4.0 * N * in * out, 0, 2 * fp, 0});
   }
 
   // Attention: B = 1, T = N; and B = 1, T = 1024.
@@ -104,42 +139,44 @@ int main(int argc, char** argv) {
     Tensor out = be->empty({1, T, H * D}), lse = be->empty({1, H, T});
     Tensor probs = be->empty({1, H, T, T}), dqkv = be->empty({1, T, 3 * H * D});
     const double f = 2.0 * H * T * T * D;
+    // softmax over the causal half of the scores: scale, exp, normalise
+    const double soft = H * T * (T + 1) / 2.0 * (kExpOps + 2);
     char label[64];
     std::snprintf(label, sizeof label, "attention fwd T=%lld", static_cast<long long>(T));
-    report_flops(label,
-                 time_ms(reps, [&] { k::attention_forward(*be, out, lse, nullptr, qkv, H); }), f);
+    report(mc, label, time_ms(reps, [&] { k::attention_forward(*be, out, lse, nullptr, qkv, H); }),
+           {f, 0, 0, soft});
     std::snprintf(label, sizeof label, "attention fwd+probs T=%lld", static_cast<long long>(T));
-    report_flops(label, time_ms(reps, [&] { k::attention_forward(*be, out, lse, &probs, qkv, H); }),
-                 f);
+    report(mc, label, time_ms(reps, [&] { k::attention_forward(*be, out, lse, &probs, qkv, H); }),
+           {f, 0, 0, soft});
     std::snprintf(label, sizeof label, "attention bwd (probs) T=%lld", static_cast<long long>(T));
-    report_flops(
-        label,
-        time_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, &probs, H); }),
-        2 * f);
+    report(mc, label,
+           time_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, &probs, H); }),
+           {2 * f, 0, 0, H * T * (T + 1) / 2.0 * 2});
     std::snprintf(label, sizeof label, "attention bwd (recompute) T=%lld",
                   static_cast<long long>(T));
-    report_flops(
-        label,
-        time_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, nullptr, H); }),
-        2.5 * f);
+    report(mc, label,
+           time_ms(reps, [&] { k::attention_backward(*be, dqkv, dout, qkv, out, lse, nullptr, H); }),
+           {2.5 * f, 0, 0, H * T * (T + 1) / 2.0 * (kExpOps + 3)});
   }
 
   {  // LayerNorm and GELU
     Tensor x = rand(*be, {N, C}), w = rand(*be, {C}), b = rand(*be, {C});
     Tensor y = be->empty({N, C}), mean = be->empty({N}), rstd = be->empty({N});
     Tensor dx = be->zeros({N, C}), dw = be->zeros({C}), dbias = be->zeros({C});
-    report_bytes("layernorm fwd",
-                 time_ms(reps, [&] { k::layernorm_forward(*be, y, mean, rstd, x, w, b); }),
-                 8.0 * N * C);
-    report_bytes(
-        "layernorm bwd",
-        time_ms(reps, [&] { k::layernorm_backward(*be, dx, dw, dbias, y, x, w, mean, rstd); }),
-        16.0 * N * C);
+    // multiplies and FMAs per element: forward 3, backward 6
+    report(mc, "layernorm fwd",
+           time_ms(reps, [&] { k::layernorm_forward(*be, y, mean, rstd, x, w, b); }),
+           {0, 8.0 * N * C, 8.0 * N * C, 3.0 * N * C});
+    report(mc, "layernorm bwd",
+           time_ms(reps, [&] { k::layernorm_backward(*be, dx, dw, dbias, y, x, w, mean, rstd); }),
+           {0, 16.0 * N * C, 16.0 * N * C, 6.0 * N * C});
     Tensor h = rand(*be, {N, 4 * C}), g = be->empty({N, 4 * C});
-    report_bytes("gelu fwd [N x 4C]", time_ms(reps, [&] { k::gelu_forward(*be, g, h); }),
-                 8.0 * N * 4 * C);
-    report_bytes("gelu bwd [N x 4C]", time_ms(reps, [&] { k::gelu_backward(*be, g, h, g); }),
-                 12.0 * N * 4 * C);
+    // multiplies and FMAs per element: forward exp + 5, backward exp + 15 (divides not counted)
+    const double e = 4.0 * N * C;
+    report(mc, "gelu fwd [N x 4C]", time_ms(reps, [&] { k::gelu_forward(*be, g, h); }),
+           {0, 8.0 * e, 8.0 * e, e * (kExpOps + 5)});
+    report(mc, "gelu bwd [N x 4C]", time_ms(reps, [&] { k::gelu_backward(*be, g, h, g); }),
+           {0, 12.0 * e, 12.0 * e, e * (kExpOps + 15)});
   }
 
   {  // Cross-entropy over the padded GPT-2 vocabulary
@@ -148,18 +185,18 @@ int main(int argc, char** argv) {
     for (int64_t n = 0; n < N; ++n) targets.i32()[n] = static_cast<int32_t>((n * 7919) % V);
     Tensor losses = be->empty({N}), rowmax = be->empty({N}), sumexp = be->empty({N});
     Tensor dlogits = be->empty({N, Vp});
-    report_bytes(
-        "xent fwd [N x 50304]",
-        time_ms(reps,
-                [&] { k::softmax_xent_forward(*be, losses, rowmax, sumexp, logits, targets, V); }),
-        8.0 * N * Vp);
-    report_bytes("xent bwd [N x 50304]",
-                 time_ms(reps,
-                         [&] {
-                           k::xent_backward(*be, dlogits, logits, rowmax, sumexp, targets, 0, V,
-                                            1.0f / N);
-                         }),
-                 8.0 * N * Vp);
+    // forward: an exp per element (max and sum are adds); backward: exp + 1
+    const double e = static_cast<double>(N) * Vp;
+    report(mc, "xent fwd [N x 50304]",
+           time_ms(reps,
+                   [&] { k::softmax_xent_forward(*be, losses, rowmax, sumexp, logits, targets, V); }),
+           {0, 8.0 * e, 4.0 * e, e * kExpOps});
+    report(mc, "xent bwd [N x 50304]",
+           time_ms(reps,
+                   [&] {
+                     k::xent_backward(*be, dlogits, logits, rowmax, sumexp, targets, 0, V, 1.0f / N);
+                   }),
+           {0, 8.0 * e, 8.0 * e, e * (kExpOps + 1)});
   }
 
   {  // AdamW over 16M parameters
@@ -167,9 +204,10 @@ int main(int argc, char** argv) {
     Tensor p = rand(*be, {P}), g = rand(*be, {P}), m = be->zeros({P}), v = be->zeros({P});
     k::AdamWHyper hp;
     hp.weight_decay = 0.1f;
-    report_bytes("adamw 16M params",
-                 time_ms(std::max(3, reps / 4), [&] { k::adamw_step(*be, p, g, m, v, hp); }),
-                 28.0 * P);
+    // 4 reads, 3 writes per parameter; 10 multiplies and FMAs (sqrt and divide not counted)
+    report(mc, "adamw 16M params",
+           time_ms(std::max(3, reps / 4), [&] { k::adamw_step(*be, p, g, m, v, hp); }),
+           {0, 28.0 * P, 28.0 * P, 10.0 * P});
   }
   return 0;
 }

@@ -22,7 +22,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/cpu/fast_math.h"
+#include "kernels/cpu/simd.h"
 #include "runtime/core/error.h"
 
 namespace tandem::kernels::cpu {
@@ -111,6 +111,54 @@ void small_gemm(int64_t m, int64_t n, int64_t k, AOp A, const float* B, int64_t 
       for (; i < m; ++i) micro_kernel<1>(kc, A.at(i, p0), Bp, ldb, C + i * ldc + j, ldc, acc);
     }
   }
+}
+
+// s[0..len) <- softmax(scale * s[0..len)); returns log sum exp(scale * s).
+float softmax_row(float* s, int64_t len, float scale) {
+  using simd::kLanes;
+  using simd::VF;
+  const float ninf = -__builtin_inff();
+  const VF sc = simd::splat(scale);
+  const int64_t full = len / kLanes * kLanes, rest = len - full;
+  VF mv = simd::splat(ninf);
+  for (int64_t j = 0; j < full; j += kLanes) {
+    const VF x = sc * simd::load(s + j);
+    simd::store(s + j, x);
+    mv = simd::vmax(mv, x);
+  }
+  if (rest) {
+    const VF x = sc * simd::load_partial(s + full, rest, ninf);
+    simd::store_partial(s + full, x, rest);
+    mv = simd::vmax(mv, x);
+  }
+  const float mx = simd::hmax(mv);
+  const VF m = simd::splat(mx);
+  VF sum{};
+  for (int64_t j = 0; j < full; j += kLanes) {
+    const VF e = simd::vexp(simd::load(s + j) - m);
+    simd::store(s + j, e);
+    sum += e;
+  }
+  if (rest) {  // lanes past the row read -inf: exp gives 0
+    const VF e = simd::vexp(simd::load_partial(s + full, rest, ninf) - m);
+    simd::store_partial(s + full, e, rest);
+    sum += e;
+  }
+  const float total = simd::hsum(sum);
+  const VF inv = simd::splat(1.0f / total);
+  for (int64_t j = 0; j < full; j += kLanes) simd::store(s + j, inv * simd::load(s + j));
+  if (rest) simd::store_partial(s + full, inv * simd::load_partial(s + full, rest, 0.0f), rest);
+  return mx + std::log(total);
+}
+
+// p[0..len) <- exp(scale * p - lse): the probabilities recomputed from the scores.
+void exp_row(float* p, int64_t len, float scale, float lse) {
+  using simd::kLanes;
+  const simd::VF sc = simd::splat(scale), l = simd::splat(lse);
+  const int64_t full = len / kLanes * kLanes, rest = len - full;
+  for (int64_t j = 0; j < full; j += kLanes) simd::store(p + j, simd::vexp(sc * simd::load(p + j) - l));
+  if (rest)
+    simd::store_partial(p + full, simd::vexp(sc * simd::load_partial(p + full, rest, 0.0f) - l), rest);
 }
 
 inline AOp rows_of(const float* A, int64_t lda) { return {A, lda, 1}; }
@@ -204,23 +252,8 @@ void attention_forward(float* out, float* lse, float* probs, const float* qkv, i
       for (int64_t r = 0; r < m; ++r) {
         const int64_t i = i0 + r, len = i + 1;
         float* s = S + r * g.Tl;
-        float mx = -__builtin_inff();
-#pragma omp simd reduction(max : mx)
-        for (int64_t j = 0; j < len; ++j) {
-          s[j] *= g.scale;
-          mx = mx > s[j] ? mx : s[j];  // not std::max: GCC vectorizes only this form
-        }
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < len; ++j) {
-          s[j] = exp_f32(s[j] - mx);
-          sum += s[j];
-        }
-        const float inv = 1.0f / sum;
-#pragma omp simd
-        for (int64_t j = 0; j < len; ++j) s[j] *= inv;
+        lse_bh[i] = softmax_row(s, len, g.scale);
         std::fill(s + len, s + nk, 0.0f);
-        lse_bh[i] = mx + std::log(sum);
         if (probs_bh) {
           float* prow = probs_bh + i * T;
           std::memcpy(prow, s, static_cast<size_t>(len) * sizeof(float));
@@ -292,9 +325,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
         if (probs_bh) {
           std::memcpy(p, probs_bh + i * T, static_cast<size_t>(len) * sizeof(float));
         } else {
-          const float l = lse_bh[i];
-#pragma omp simd
-          for (int64_t j = 0; j < len; ++j) p[j] = exp_f32(p[j] * g.scale - l);
+          exp_row(p, len, g.scale, lse_bh[i]);
         }
         std::fill(p + len, p + nk, 0.0f);
       }

@@ -2,46 +2,72 @@
 //
 // Contract: gelu(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). Computed as
 // x * sigmoid(2u) (the same function: 0.5 (1 + tanh u) = 1 / (1 + exp(-2u))), which needs one
-// exp and no cancellation near u = 0; the exp is a vectorizable polynomial (relative error
-// ~2e-7), so loops run SIMD under OpenMP. Aliasing out == in and din == dout is allowed.
+// exp and no cancellation near u = 0; the exp is kernels/cpu/simd.h's polynomial (relative
+// error ~2e-7), and the loops are explicit SIMD split over OpenMP threads. Aliasing out == in
+// and din == dout is allowed.
 // backward: gelu'(x) = s + 2 x s (1 - s) u'(x), with s = sigmoid(2u) and
 //           u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
 #include "kernels/gelu.h"
 
-#include <algorithm>
-#include <bit>
 #include <cstdint>
 
-#include "kernels/cpu/fast_math.h"
+#include "kernels/cpu/simd.h"
 
 namespace tandem::kernels::cpu {
 
 namespace {
 
+using simd::kLanes;
+using simd::VF;
 
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCoef = 0.044715f;
 
+inline VF gelu_v(VF x) {
+  const VF u = kSqrt2OverPi * (x + kCoef * x * x * x);
+  return x / (1.0f + simd::vexp(-2.0f * u));
+}
+
+inline VF gelu_grad_v(VF x, VF g) {
+  const VF u = kSqrt2OverPi * (x + kCoef * x * x * x);
+  const VF du = kSqrt2OverPi * (1.0f + 3.0f * kCoef * x * x);
+  const VF s = 1.0f / (1.0f + simd::vexp(-2.0f * u));
+  return g * (s + 2.0f * x * s * (1.0f - s) * du);
+}
+
+// Loads lanes [i, i + len) of p: a plain load for a whole vector, a masked one for the tail.
+inline VF load_lanes(const float* p, int64_t i, int64_t len) {
+  return len == kLanes ? simd::load(p + i) : simd::load_partial(p + i, len, 0.0f);
+}
+inline void store_lanes(float* p, int64_t i, int64_t len, VF v) {
+  if (len == kLanes)
+    simd::store(p + i, v);
+  else
+    simd::store_partial(p + i, v, len);
+}
+
+// Applies f(i, len) to whole vectors of [0, n) on the OpenMP threads (for large n), then to
+// the tail. Inlined, len is the constant kLanes in the parallel loop.
+template <class F>
+void for_each_vector(int64_t n, F f) {
+  const int64_t nv = n / kLanes;
+#pragma omp parallel for schedule(static) if (n >= (1 << 16))
+  for (int64_t b = 0; b < nv; ++b) f(b * kLanes, int64_t{kLanes});
+  if (nv * kLanes < n) f(nv * kLanes, n - nv * kLanes);
+}
+
 }  // namespace
 
 void gelu_forward(float* out, const float* in, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = in[i];
-    const float u = kSqrt2OverPi * (x + kCoef * x * x * x);
-    out[i] = x / (1.0f + exp_f32(-2.0f * u));
-  }
+  for_each_vector(n, [=](int64_t i, int64_t len) {
+    store_lanes(out, i, len, gelu_v(load_lanes(in, i, len)));
+  });
 }
 
 void gelu_backward(float* din, const float* in, const float* dout, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = in[i];
-    const float u = kSqrt2OverPi * (x + kCoef * x * x * x);
-    const float du = kSqrt2OverPi * (1.0f + 3.0f * kCoef * x * x);
-    const float s = 1.0f / (1.0f + exp_f32(-2.0f * u));
-    din[i] = dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
-  }
+  for_each_vector(n, [=](int64_t i, int64_t len) {
+    store_lanes(din, i, len, gelu_grad_v(load_lanes(in, i, len), load_lanes(dout, i, len)));
+  });
 }
 
 }  // namespace tandem::kernels::cpu

@@ -40,7 +40,9 @@ void MetricsWriter::write(const std::vector<std::pair<std::string, MetricValue>>
     } else if (const int64_t* n = std::get_if<int64_t>(&value)) {
       line += std::to_string(*n);
     } else {
-      line += "\"" + json_escape(std::get<std::string>(value)) + "\"";
+      line += '"';
+      line += json_escape(std::get<std::string>(value));
+      line += '"';
     }
   }
   line += "}\n";
