@@ -157,10 +157,13 @@ int cli_main(int argc, char** argv) {
     return run_train(env, argc - 2, argv + 2);
   } catch (const std::exception& e) {
     // A failure on one rank ends the whole job: nobody is left waiting in a collective.
+    // Tandem's own line comes first (tests and users look for it, not for the launcher's
+    // wording, which Open MPI may fail to print under load).
     spdlog::critical("rank {}: {}", env.rank(), e.what());
-    std::fprintf(stderr, "tandem: rank %d failed: %s\n", env.rank(), e.what());
+    std::fprintf(stderr, "tandem: rank %d failed: %s; aborting the job (MPI_Abort, exit code %d)\n",
+                 env.rank(), e.what(), kAbortExitCode);
     std::fflush(stderr);
-    MpiEnv::abort(1);
+    MpiEnv::abort(kAbortExitCode);
   }
 }
 

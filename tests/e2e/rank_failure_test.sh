@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # A dying or hung rank never leaves the job hanging.
-#  1. SIGKILL one rank mid-training: the job ends within 30 s, non-zero, with a message.
+#  1. SIGKILL one rank mid-training: the job ends within 30 s, non-zero, before it finishes.
 #  2. SIGSTOP one rank (a hang): the other rank's collective watchdog (parallel.timeout_s)
-#     fires, the error is logged with its rank, MPI_Abort ends the whole job.
+#     fires; that rank prints Tandem's own line (rank, reason, "aborting the job") and
+#     MPI_Abort ends the whole job with Tandem's abort exit code (3).
+# Nothing here depends on Open MPI's own wording: under load its help messages may fail to
+# print ("ORTE_ERROR_LOG: Out of resource ... show_help.c"), and the test must not care.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh" "$@"
 need_data
@@ -44,7 +47,7 @@ wait_job "$t0"
 [ $RC -ne 0 ] || fail "job exited 0 after a rank was killed"
 # (mpirun itself exits 137 = 128 + SIGKILL here; the elapsed time tells a hang apart.)
 [ $ELAPSED -le 30 ] || fail "job took ${ELAPSED}s (> 30 s) to end after SIGKILL"
-grep -qiE "signal 9|killed|exited on signal" "$WORK/kill.log" || { cat "$WORK/kill.log"; fail "no message about the killed rank"; }
+! grep -q "^final:" "$WORK/kill.log" || { cat "$WORK/kill.log"; fail "the job ran to its end after a rank was killed"; }
 pass "SIGKILL of one rank ended the job in ${ELAPSED}s (exit $RC)"
 
 # --- 2. SIGSTOP (a hung rank) -> watchdog on the other rank -> MPI_Abort
@@ -54,9 +57,9 @@ victim=$(echo "$RANKS" | tail -1)
 t0=$(date +%s); kill -STOP "$victim"
 wait_job "$t0"
 kill -KILL "$victim" 2>/dev/null
-[ $RC -ne 0 ] || { cat "$WORK/stop.log"; fail "hung rank: job exited 0"; }
+[ $RC -eq 3 ] || { cat "$WORK/stop.log"; fail "hung rank: job exited $RC, expected Tandem's abort code 3"; }
+[ $ELAPSED -ge 4 ] || fail "hung rank: job ended after ${ELAPSED}s, before the 5 s watchdog could fire"
 [ $ELAPSED -le 60 ] || fail "hung rank: job took ${ELAPSED}s to end with a 5 s watchdog"
-grep -qE "rank [0-9]+.*(timed out|timeout|did not complete)" "$WORK/stop.log" \
-  || { cat "$WORK/stop.log"; fail "no watchdog message naming the rank"; }
-grep -q "MPI_ABORT" "$WORK/stop.log" || { cat "$WORK/stop.log"; fail "job did not end through MPI_Abort"; }
-pass "a hung rank tripped the watchdog after ~5 s; job aborted in ${ELAPSED}s: $(grep -m1 -oE 'rank [0-9]+: .{0,120}' "$WORK/stop.log")"
+line=$(grep -m1 -E "^tandem: rank [0-9]+ failed: .*did not complete within 5\.00 s.*; aborting the job" "$WORK/stop.log") \
+  || { cat "$WORK/stop.log"; fail "no 'tandem: rank R failed: ... did not complete ...; aborting the job' line"; }
+pass "a hung rank tripped the watchdog after ~5 s; job aborted in ${ELAPSED}s (exit $RC): ${line:0:200}"
