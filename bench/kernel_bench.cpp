@@ -26,6 +26,7 @@
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/embedding.h"
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
@@ -177,6 +178,21 @@ int main(int argc, char** argv) {
            {0, 8.0 * e, 8.0 * e, e * (kExpOps + 5)});
     report(mc, "gelu bwd [N x 4C]", time_ms(reps, [&] { k::gelu_backward(*be, g, h, g); }),
            {0, 12.0 * e, 12.0 * e, e * (kExpOps + 15)});
+  }
+
+  {  // Token embedding: 8N rows gathered from (and gradients scattered into) the padded table
+     // (8N, not N: at N rows the call takes ~10 us and its time is mostly noise)
+    const int64_t Ne = 8 * N;
+    Tensor table = rand(*be, {Vp, C}), dtable = be->zeros({Vp, C});
+    Tensor ids = be->empty({Ne}, tandem::DType::I32);
+    for (int64_t n = 0; n < Ne; ++n) ids.i32()[n] = static_cast<int32_t>((n * 7919) % V);
+    Tensor x = be->empty({Ne, C}), dx = rand(*be, {Ne, C});
+    report(mc, "embedding fwd [8N x 768]",
+           time_ms(reps, [&] { k::embedding_forward(*be, x, ids, table, 0, false); }),
+           {0, 8.0 * Ne * C, 8.0 * Ne * C, 0});
+    report(mc, "embedding bwd [8N x 768]",
+           time_ms(reps, [&] { k::embedding_backward(*be, dtable, dx, ids, 0); }),
+           {0, 12.0 * Ne * C, 12.0 * Ne * C, 0});
   }
 
   {  // Cross-entropy over the padded GPT-2 vocabulary
