@@ -11,8 +11,8 @@
 # x 2 threads, whose small GEMMs scale poorly). Measured: val 7.07 / 6.83 / 6.757 at steps
 # 400 / 800 / 1200, the same to 1e-3 on both instruction sets. Time on a 2-core AMD EPYC Zen 4
 # VM: 329 s under ctest with the AVX2 build (-march=znver3, OPENBLAS_CORETYPE=Zen), 280 s with
-# the native AVX-512 build. Not yet timed on a real AVX2-only Zen 3; the kernel figures in
-# docs/performance.md section 3 put it within ~1.2x of the AVX2 build here. History: the first version (1200 steps of 32 x 64 tokens, 1 rank) took 7.5 min
+# the native AVX-512 build. Not yet timed on a real AVX2-only machine (a Zen 3 with a lower
+# clock may take up to ~2x as long; the ctest timeout is 1500 s, the run's own 1400 s). History: the first version (1200 steps of 32 x 64 tokens, 1 rank) took 7.5 min
 # on the AVX-512 machine but ~28 min on an AVX2-only Zen 3, past its timeout, mostly because the
 # exp loops did not vectorize without AVX-512 (fixed in kernels/cpu/simd.h); halving the batch
 # kept the bar reachable (6.77 at 1.0M tokens, where 32 x 64 needed 1.8M for 6.79).
