@@ -117,48 +117,34 @@ void small_gemm(int64_t m, int64_t n, int64_t k, AOp A, const float* B, int64_t 
 float softmax_row(float* s, int64_t len, float scale) {
   using simd::kLanes;
   using simd::VF;
-  const float ninf = -__builtin_inff();
+  const float ninf = -__builtin_inff();  // lanes past the row: out of the max, exp gives 0
   const VF sc = simd::splat(scale);
-  const int64_t full = len / kLanes * kLanes, rest = len - full;
   VF mv = simd::splat(ninf);
-  for (int64_t j = 0; j < full; j += kLanes) {
-    const VF x = sc * simd::load(s + j);
-    simd::store(s + j, x);
-    mv = simd::vmax(mv, x);
-  }
-  if (rest) {
-    const VF x = sc * simd::load_partial(s + full, rest, ninf);
-    simd::store_partial(s + full, x, rest);
+  for (int64_t j = 0; j < len; j += kLanes) {
+    const VF x = sc * simd::load_n(s + j, len - j, ninf);
+    simd::store_n(s + j, x, len - j);
     mv = simd::vmax(mv, x);
   }
   const float mx = simd::hmax(mv);
   const VF m = simd::splat(mx);
   VF sum{};
-  for (int64_t j = 0; j < full; j += kLanes) {
-    const VF e = simd::vexp(simd::load(s + j) - m);
-    simd::store(s + j, e);
-    sum += e;
-  }
-  if (rest) {  // lanes past the row read -inf: exp gives 0
-    const VF e = simd::vexp(simd::load_partial(s + full, rest, ninf) - m);
-    simd::store_partial(s + full, e, rest);
+  for (int64_t j = 0; j < len; j += kLanes) {
+    const VF e = simd::vexp(simd::load_n(s + j, len - j, ninf) - m);
+    simd::store_n(s + j, e, len - j);
     sum += e;
   }
   const float total = simd::hsum(sum);
   const VF inv = simd::splat(1.0f / total);
-  for (int64_t j = 0; j < full; j += kLanes) simd::store(s + j, inv * simd::load(s + j));
-  if (rest) simd::store_partial(s + full, inv * simd::load_partial(s + full, rest, 0.0f), rest);
+  for (int64_t j = 0; j < len; j += kLanes)
+    simd::store_n(s + j, inv * simd::load_n(s + j, len - j, 0.0f), len - j);
   return mx + std::log(total);
 }
 
 // p[0..len) <- exp(scale * p - lse): the probabilities recomputed from the scores.
 void exp_row(float* p, int64_t len, float scale, float lse) {
-  using simd::kLanes;
   const simd::VF sc = simd::splat(scale), l = simd::splat(lse);
-  const int64_t full = len / kLanes * kLanes, rest = len - full;
-  for (int64_t j = 0; j < full; j += kLanes) simd::store(p + j, simd::vexp(sc * simd::load(p + j) - l));
-  if (rest)
-    simd::store_partial(p + full, simd::vexp(sc * simd::load_partial(p + full, rest, 0.0f) - l), rest);
+  for (int64_t j = 0; j < len; j += simd::kLanes)
+    simd::store_n(p + j, simd::vexp(sc * simd::load_n(p + j, len - j, 0.0f) - l), len - j);
 }
 
 inline AOp rows_of(const float* A, int64_t lda) { return {A, lda, 1}; }

@@ -13,7 +13,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 
 #include "kernels/cpu/simd.h"
@@ -124,11 +123,8 @@ void xent_backward(float* dlogits, const float* logits, const float* rowmax, con
     }
     const VF m = simd::splat(rowmax[n]);
     const VF k = simd::splat(scale / sumexp[n]);
-    int64_t j = 0;
-    for (; j + kLanes <= valid; j += kLanes) simd::store(out + j, k * simd::vexp(simd::load(in + j) - m));
-    if (j < valid)
-      simd::store_partial(out + j, k * simd::vexp(simd::load_partial(in + j, valid - j, 0.0f) - m),
-                          valid - j);
+    for (int64_t j = 0; j < valid; j += kLanes)
+      simd::store_n(out + j, k * simd::vexp(simd::load_n(in + j, valid - j, 0.0f) - m), valid - j);
     std::fill(out + valid, out + Vl, 0.0f);
     const int64_t t = static_cast<int64_t>(targets[n]) - col_begin;
     if (t >= 0 && t < valid) out[t] -= scale;

@@ -35,17 +35,6 @@ inline VF gelu_grad_v(VF x, VF g) {
   return g * (s + 2.0f * x * s * (1.0f - s) * du);
 }
 
-// Loads lanes [i, i + len) of p: a plain load for a whole vector, a masked one for the tail.
-inline VF load_lanes(const float* p, int64_t i, int64_t len) {
-  return len == kLanes ? simd::load(p + i) : simd::load_partial(p + i, len, 0.0f);
-}
-inline void store_lanes(float* p, int64_t i, int64_t len, VF v) {
-  if (len == kLanes)
-    simd::store(p + i, v);
-  else
-    simd::store_partial(p + i, v, len);
-}
-
 // Applies f(i, len) to whole vectors of [0, n) on the OpenMP threads (for large n), then to
 // the tail. Inlined, len is the constant kLanes in the parallel loop.
 template <class F>
@@ -60,13 +49,14 @@ void for_each_vector(int64_t n, F f) {
 
 void gelu_forward(float* out, const float* in, int64_t n) {
   for_each_vector(n, [=](int64_t i, int64_t len) {
-    store_lanes(out, i, len, gelu_v(load_lanes(in, i, len)));
+    simd::store_n(out + i, gelu_v(simd::load_n(in + i, len, 0.0f)), len);
   });
 }
 
 void gelu_backward(float* din, const float* in, const float* dout, int64_t n) {
   for_each_vector(n, [=](int64_t i, int64_t len) {
-    store_lanes(din, i, len, gelu_grad_v(load_lanes(in, i, len), load_lanes(dout, i, len)));
+    const VF x = simd::load_n(in + i, len, 0.0f), g = simd::load_n(dout + i, len, 0.0f);
+    simd::store_n(din + i, gelu_grad_v(x, g), len);
   });
 }
 

@@ -7,11 +7,11 @@
 //   - VF is kLanes floats (16 with AVX-512F, 8 with AVX, else 4); VI the matching int32 vector.
 //   - load/store are unaligned. load_partial(p, n, fill) reads p[0..n) and fills the other
 //     lanes (n is clamped to [0, kLanes]) and never touches p[n..); store_partial writes only
-//     p[0..n). Hot loops use them for the tail only.
+//     p[0..n). load_n/store_n take the plain path for a whole vector (n >= kLanes) and the
+//     masked one only for a tail, so a loop over a row can use them for every step.
 //   - vexp(x) = exp(x) in fp32 by the Cephes expf scheme (x = k ln2 + r, a degree-6
 //     polynomial in r, times 2^k): relative error ~2e-7 on [-87.3, 88.3]; below that 0
 //     (so exp(-inf) = 0), above it +inf; NaN propagates. Branch-free: selects are blends.
-//   - exp_f32(x) is vexp on one lane, so a scalar and a vector path agree bit for bit.
 //   - hsum/hmax reduce the lanes in a fixed order (results do not depend on threads or timing).
 #pragma once
 
@@ -74,6 +74,16 @@ inline void store_partial(float* p, VF v, int64_t n) {
 }
 #endif
 
+inline VF load_n(const float* p, int64_t n, float fill) {
+  return n >= kLanes ? load(p) : load_partial(p, n, fill);
+}
+inline void store_n(float* p, VF v, int64_t n) {
+  if (n >= kLanes)
+    store(p, v);
+  else
+    store_partial(p, v, n);
+}
+
 inline VF vmin(VF a, VF b) { return a < b ? a : b; }
 inline VF vmax(VF a, VF b) { return a > b ? a : b; }
 
@@ -109,7 +119,5 @@ inline VF vexp(VF x) {
   e = x > kHi ? splat(__builtin_inff()) : e;
   return x != x ? x : e;
 }
-
-inline float exp_f32(float x) { return vexp(splat(x))[0]; }
 
 }  // namespace tandem::kernels::cpu::simd
