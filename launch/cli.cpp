@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include "ckpt/checkpoint_dir.h"
+#include "launch/ckpt_command.h"
 #include "launch/config.h"
 #include "launch/data_command.h"
 #include "parallel/device_binding.h"
@@ -27,9 +29,13 @@ namespace {
 constexpr const char* kUsage = R"(tandem — train and serve GPT-style models across MPI ranks
 
 usage:
-  tandem train CONFIG [--set key.path=value ...] [--metrics-out FILE]
+  tandem train CONFIG [--set key.path=value ...] [--metrics-out FILE] [--resume]
       Train as the YAML config says (see docs/config.md). Launch with mpirun/srun for
-      several ranks; every rank runs the same command.
+      several ranks; every rank runs the same command. --resume continues from the
+      checkpoint `latest` names in train.checkpoint.dir (any parallel layout).
+  tandem ckpt inspect DIR|FILE | export-hf DIR|FILE OUT | import-hf IN DIR
+      Checkpoint tools (docs/checkpoints.md): contents and checksums; Hugging Face GPT-2
+      safetensors out and in.
   tandem data prepare --tokenizer DIR --input PATH --out DIR [--format brown|text]
                       [--val-fraction F] [--shard-tokens N]
       Tokenize text with the GPT-2 BPE into train/val token shards.
@@ -40,6 +46,7 @@ struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;
   std::string metrics_out;
+  bool resume = false;
 };
 
 TrainArgs parse_train_args(int argc, char** argv) {
@@ -54,6 +61,7 @@ TrainArgs parse_train_args(int argc, char** argv) {
     else if (s.rfind("--set=", 0) == 0) a.overrides.push_back(s.substr(6));
     else if (s == "--metrics-out") a.metrics_out = value("--metrics-out");
     else if (s.rfind("--metrics-out=", 0) == 0) a.metrics_out = s.substr(14);
+    else if (s == "--resume") a.resume = true;
     else if (!s.empty() && s[0] == '-') throw ConfigError(fmt::format("unknown option '{}' for tandem train", s));
     else if (a.config.empty()) a.config = s;
     else throw ConfigError(fmt::format("unexpected argument '{}' (config already given: {})", s, a.config));
@@ -98,7 +106,15 @@ int run_train(MpiEnv& env, int argc, char** argv) {
     args = parse_train_args(argc, argv);
     cfg = load_config(args.config, args.overrides);
     check_layout(cfg, env.world_size());
-  } catch (const ConfigError& e) {
+    if (args.resume) {
+      const std::string& dir = cfg.train.checkpoint.dir;
+      if (dir.empty())
+        throw ConfigError("--resume needs a checkpoint directory: set train.checkpoint.dir (e.g. --set train.checkpoint.dir=out/ckpt)");
+      if (!ckpt::latest_checkpoint(dir))
+        throw ConfigError(fmt::format("--resume: no checkpoint to resume from in {} (train.checkpoint.dir): "
+                                      "{}/latest does not exist", dir, dir));
+    }
+  } catch (const std::exception& e) {
     error = e.what();
   }
   if (!error.empty()) std::fprintf(stderr, "tandem: config error: %s\n", error.c_str());
@@ -124,6 +140,8 @@ int run_train(MpiEnv& env, int argc, char** argv) {
   to.parallel = cfg.parallel;
   to.sample = cfg.sample;
   to.metrics_out = args.metrics_out;
+  to.config_yaml = config_to_yaml(cfg);
+  to.resume = args.resume;
   const ParallelOptions& p = cfg.parallel;
   Mesh mesh(env.world(), p.dp, p.tp, p.pp, p.order, backend->kind(), p.timeout_s, backend->cuda());
   Trainer trainer(*backend, to, mesh);
@@ -144,6 +162,15 @@ int cli_main(int argc, char** argv) {
       return data_command(argc - 2, argv + 2);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "tandem data: error: %s\n", e.what());
+      return 2;
+    }
+  }
+  if (cmd == "ckpt") {
+    MpiEnv env(&argc, &argv);
+    try {
+      return ckpt_command(argc - 2, argv + 2);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tandem ckpt: error: %s\n", e.what());
       return 2;
     }
   }

@@ -5,6 +5,8 @@
 // Parsing, range checks, error messages, describe_config and config_to_yaml all read that table,
 // so a new key is one line here plus one line in docs/config.md. Every error is a ConfigError
 // "WHERE: MESSAGE", WHERE being "file:LINE" (1-based) or "--set key=value".
+// A path is "section.key" or, for a key inside a group, "section.group.key" (train.checkpoint.dir);
+// in YAML a group is a nested mapping under the section, on the command line the dotted path.
 #include "launch/config.h"
 
 #include "parallel/pipeline_schedule.h"
@@ -50,14 +52,16 @@ using RecomputeRef = Recompute& (*)(RunConfig&);
 using Field = std::variant<IntRef, U64Ref, FloatRef, DoubleRef, BoolRef, StringRef, RecomputeRef>;
 
 struct KeySpec {
-  std::string_view path;                      // "section.key"
+  std::string_view path;                      // "section.key" or "section.group.key"
   Field field;
   Range range = {};                           // numeric keys
   std::vector<std::string_view> choices = {};  // string and enum keys ("one of ...")
   bool (*check)(const std::string&) = nullptr;  // extra validation of a string key
   std::string_view check_expect = {};          // what `check` expects, for the message
+  bool allow_empty = false;                    // string keys: "" is a valid value (else refused)
 
   std::string_view section() const { return path.substr(0, path.find('.')); }
+  // The path below the section: "lr", "checkpoint.dir".
   std::string_view leaf() const { return path.substr(path.find('.') + 1); }
 };
 
@@ -101,6 +105,14 @@ const std::vector<KeySpec>& schema() {
       {.path = "train.device", .field = TANDEM_FIELD(train.device),
        .choices = {"cpu", "cuda", "auto"}},
       {.path = "train.threads", .field = TANDEM_FIELD(train.threads), .range = at_least(0)},
+      {.path = "train.stop_after", .field = TANDEM_FIELD(train.stop_after), .range = at_least(0)},
+      // The keys of a group stay contiguous (config_to_yaml writes one nested mapping per group).
+      {.path = "train.checkpoint.dir", .field = TANDEM_FIELD(train.checkpoint.dir),
+       .allow_empty = true},
+      {.path = "train.checkpoint.every", .field = TANDEM_FIELD(train.checkpoint.every),
+       .range = at_least(0)},
+      {.path = "train.checkpoint.keep_last", .field = TANDEM_FIELD(train.checkpoint.keep_last),
+       .range = at_least(0)},
 
       {.path = "data.train", .field = TANDEM_FIELD(data.train)},
       {.path = "data.val", .field = TANDEM_FIELD(data.val)},
@@ -147,6 +159,25 @@ std::vector<std::string> sections() {
 bool is_section(const std::string& s) {
   auto all = sections();
   return std::find(all.begin(), all.end(), s) != all.end();
+}
+
+// Whether key `path` lies below `prefix`: "train.checkpoint.dir" is below "train.checkpoint".
+bool is_below(std::string_view path, std::string_view prefix) {
+  return path.size() > prefix.size() + 1 && path.substr(0, prefix.size()) == prefix &&
+         path[prefix.size()] == '.';
+}
+
+// Whether `prefix` ("train", "train.checkpoint") has keys below it in the schema.
+bool has_keys_below(std::string_view prefix) {
+  for (const KeySpec& k : schema())
+    if (is_below(k.path, prefix))
+      return true;
+  return false;
+}
+
+// A group: a mapping of keys inside a section ("train.checkpoint"), not a section itself.
+bool is_group(const std::string& path) {
+  return path.find('.') != std::string::npos && has_keys_below(path);
 }
 
 const KeySpec* find_key(std::string_view path) {
@@ -228,6 +259,7 @@ std::string choices_text(const KeySpec& k) {
 }
 
 std::string expected_text(const KeySpec& k) {
+  if (k.allow_empty) return "a string (\"\" for none)";
   if (std::holds_alternative<IntRef>(k.field)) return "an integer" + range_text(k.range);
   if (std::holds_alternative<U64Ref>(k.field)) return "an integer >= 0";
   if (std::holds_alternative<FloatRef>(k.field) || std::holds_alternative<DoubleRef>(k.field))
@@ -265,11 +297,28 @@ std::string closest(std::string_view word, const std::vector<std::string>& candi
   return best_d <= limit && best_d < best.size() ? best : "";
 }
 
-std::vector<std::string> keys_of(const std::string& section) {
+// Every key path below `prefix`, relative to it: keys_of("train") = steps, ..., checkpoint.dir, ...
+std::vector<std::string> keys_of(const std::string& prefix) {
   std::vector<std::string> out;
   for (const KeySpec& k : schema())
-    if (k.section() == section) out.emplace_back(k.leaf());
+    if (is_below(k.path, prefix))
+      out.emplace_back(k.path.substr(prefix.size() + 1));
   return out;
+}
+
+// The names one level below `prefix`, keys and groups: children("train") = steps, ..., checkpoint.
+std::vector<std::string> children(const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const std::string& rest : keys_of(prefix)) {
+    std::string name = rest.substr(0, rest.find('.'));
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+  }
+  return out;
+}
+
+std::string last_part(std::string_view path) {
+  size_t dot = path.rfind('.');
+  return std::string(dot == std::string_view::npos ? path : path.substr(dot + 1));
 }
 
 std::string unknown_section_msg(const std::string& name) {
@@ -284,18 +333,23 @@ std::string unknown_section_msg(const std::string& name) {
 
 std::string unknown_key_msg(const std::string& path) {
   std::string msg = fmt::format("unknown key '{}'", path);
-  size_t dot = path.find('.');
-  std::string section = path.substr(0, dot);
+  size_t dot = path.rfind('.');
+  std::string parent = path.substr(0, dot);  // "train", "train.checkpoint"
   std::string leaf = dot == std::string::npos ? "" : path.substr(dot + 1);
-  if (is_section(section)) {
-    std::string guess = closest(leaf, keys_of(section));
-    if (!guess.empty()) return msg + fmt::format(" (did you mean '{}.{}'?)", section, guess);
+  const bool known_parent = dot != std::string::npos && has_keys_below(parent);
+  if (known_parent) {
+    std::string guess = closest(leaf, children(parent));
+    if (!guess.empty()) return msg + fmt::format(" (did you mean '{}.{}'?)", parent, guess);
   }
   for (const KeySpec& k : schema())
-    if (!leaf.empty() && k.leaf() == leaf) return msg + fmt::format(" (did you mean '{}'?)", k.path);
+    if (!leaf.empty() && last_part(k.path) == leaf)
+      return msg + fmt::format(" (did you mean '{}'?)", k.path);
+  if (known_parent)  // (a whole-path match would only be the shared prefix)
+    return msg + fmt::format(" ({} keys are {})", parent, join(keys_of(parent), ", "));
   std::vector<std::string> all = config_keys();
   std::string guess = closest(path, all);
   if (!guess.empty()) return msg + fmt::format(" (did you mean '{}'?)", guess);
+  std::string section = path.substr(0, path.find('.'));
   if (is_section(section))
     return msg + fmt::format(" ({} keys are {})", section, join(keys_of(section), ", "));
   return msg + fmt::format(" (sections are {})", join(sections(), ", "));
@@ -382,11 +436,13 @@ void apply(RunConfig& cfg, const KeySpec& spec, const YAML::Node& node, const st
     if (it == spec.choices.end()) bad();
     (*f)(cfg) = static_cast<Recompute>(it - spec.choices.begin());
   } else if (auto* f = std::get_if<StringRef>(&spec.field)) {
-    if (s.empty()) bad();
-    if (!spec.choices.empty() &&
-        std::find(spec.choices.begin(), spec.choices.end(), s) == spec.choices.end())
-      bad();
-    if (spec.check && !spec.check(s)) bad();
+    if (s.empty() && !spec.allow_empty) bad();
+    if (!s.empty()) {
+      if (!spec.choices.empty() &&
+          std::find(spec.choices.begin(), spec.choices.end(), s) == spec.choices.end())
+        bad();
+      if (spec.check && !spec.check(s)) bad();
+    }
     (*f)(cfg) = s;
   }
 }
@@ -441,6 +497,13 @@ void check_cross_keys(const RunConfig& cfg) {
                      "(model.dim: {}; model.heads: {})",
                      cfg.model.dim, cfg.model.heads, origin_of(cfg, "model.dim"),
                      origin_of(cfg, "model.heads")));
+  const TrainOptions& t = cfg.train;
+  if (t.stop_after > t.steps)
+    fail(lead(cfg, {"train.stop_after", "train.steps"}),
+         fmt::format("train.stop_after={} must be <= train.steps={} (0 runs all steps; "
+                     "train.stop_after: {}; train.steps: {})",
+                     t.stop_after, t.steps, origin_of(cfg, "train.stop_after"),
+                     origin_of(cfg, "train.steps")));
 }
 
 void apply_override(RunConfig& cfg, const std::string& ov) {
@@ -452,8 +515,9 @@ void apply_override(RunConfig& cfg, const std::string& ov) {
   path.erase(0, path.find_first_not_of(" \t"));
   path.erase(path.find_last_not_of(" \t") + 1);
   const std::string value = ov.substr(eq + 1);
-  if (is_section(path))
-    fail(where, fmt::format("'{}' is a section; name one of its keys ({})", path,
+  if (is_section(path) || is_group(path))
+    fail(where, fmt::format("'{}' is a {}; name one of its keys ({})", path,
+                            is_section(path) ? "section" : "group of keys",
                             join(keys_of(path), ", ")));
   const KeySpec* spec = find_key(path);
   if (!spec) fail(where, unknown_key_msg(path));
@@ -472,12 +536,45 @@ void apply_override(RunConfig& cfg, const std::string& ov) {
   cfg.origins[path] = where;
 }
 
+// Applies the mapping `body` of the keys under `prefix` (a section "train" or a group
+// "train.checkpoint"), descending into groups. `seen` holds every path set so far in the
+// document with its line, for duplicate messages. A key may also be written dotted
+// ("checkpoint.dir: x" under train:); it is the same key, and a duplicate of the nested form.
+void apply_mapping(RunConfig& cfg, const std::string& prefix, const YAML::Node& body,
+                   std::map<std::string, int>& seen) {
+  const std::string& src = cfg.source;
+  for (auto kv = body.begin(); kv != body.end(); ++kv) {
+    const YAML::Node k = kv->first, v = kv->second;
+    const std::string kwhere = at(src, k.Mark());
+    if (!k.IsScalar()) fail(kwhere, fmt::format("{}: expected a key name, got {}", prefix,
+                                                got_text(k)));
+    const std::string path = prefix + "." + k.Scalar();
+    const KeySpec* spec = find_key(path);
+    const bool group = !spec && is_group(path);
+    if (!spec && !group) fail(kwhere, unknown_key_msg(path));
+    auto [prev, new_key] = seen.emplace(path, k.Mark().line + 1);
+    if (!new_key)
+      fail(kwhere, fmt::format("duplicate key '{}' (first set at line {})", path, prev->second));
+    if (group) {
+      if (v.IsNull()) continue;  // `group:` with nothing under it
+      if (!v.IsMap())
+        fail(kwhere, fmt::format("{}: expected a mapping of {}.* keys ({}), got {}", path, path,
+                                 join(keys_of(path), ", "), got_text(v)));
+      apply_mapping(cfg, path, v, seen);
+      continue;
+    }
+    apply(cfg, *spec, v, kwhere);
+    cfg.origins[path] = kwhere;
+  }
+}
+
 void apply_document(RunConfig& cfg, const YAML::Node& root) {
   const std::string& src = cfg.source;
   if (!root.IsMap())
     fail(at(src, root.Mark()), fmt::format("expected a mapping of sections ({}), got {}",
                                            join(sections(), ", "), got_text(root)));
   std::map<std::string, int> seen_sections;
+  std::map<std::string, int> seen_keys;
   for (auto it = root.begin(); it != root.end(); ++it) {
     const YAML::Node key = it->first, body = it->second;
     const std::string where = at(src, key.Mark());
@@ -491,21 +588,7 @@ void apply_document(RunConfig& cfg, const YAML::Node& root) {
     if (!body.IsMap())
       fail(where, fmt::format("{}: expected a mapping of {}.* keys, got {}", section, section,
                               got_text(body)));
-    std::map<std::string, int> seen_keys;
-    for (auto kv = body.begin(); kv != body.end(); ++kv) {
-      const YAML::Node k = kv->first, v = kv->second;
-      const std::string kwhere = at(src, k.Mark());
-      if (!k.IsScalar()) fail(kwhere, fmt::format("{}: expected a key name, got {}", section,
-                                                  got_text(k)));
-      const std::string path = section + "." + k.Scalar();
-      const KeySpec* spec = find_key(path);
-      if (!spec) fail(kwhere, unknown_key_msg(path));
-      auto [prev, new_key] = seen_keys.emplace(path, k.Mark().line + 1);
-      if (!new_key)
-        fail(kwhere, fmt::format("duplicate key '{}' (first set at line {})", path, prev->second));
-      apply(cfg, *spec, v, kwhere);
-      cfg.origins[path] = kwhere;
-    }
+    apply_mapping(cfg, section, body, seen_keys);
   }
 }
 
@@ -621,13 +704,20 @@ std::string describe_config(const RunConfig& cfg) {
 }
 
 std::string config_to_yaml(const RunConfig& cfg) {
-  std::string out, section;
+  std::string out;
+  std::vector<std::string> open;  // the section and groups the previous key was written in
   for (const KeySpec& k : schema()) {
-    if (k.section() != section) {
-      section = k.section();
-      out += section + ":\n";
-    }
-    out += fmt::format("  {}: {}\n", k.leaf(), yaml_value(cfg, k));
+    std::vector<std::string> parts;
+    std::stringstream ss{std::string(k.path)};
+    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    const size_t depth = parts.size() - 1;  // mappings above the key
+    size_t same = 0;
+    while (same < open.size() && same < depth && open[same] == parts[same]) ++same;
+    for (size_t i = same; i < depth; ++i)
+      out += fmt::format("{}{}:\n", std::string(2 * i, ' '), parts[i]);
+    open.assign(parts.begin(), parts.begin() + static_cast<std::ptrdiff_t>(depth));
+    out += fmt::format("{}{}: {}\n", std::string(2 * depth, ' '), parts[depth],
+                       yaml_value(cfg, k));
   }
   return out;
 }

@@ -64,7 +64,7 @@ void Mesh::validate(int dp, int tp, int pp, const std::string& order, int world_
 
 Mesh::Mesh(MPI_Comm world, int dp, int tp, int pp, const std::string& order, DeviceKind device,
            double timeout_s, CudaContext* cuda)
-    : order_str_(order), device_(device), timeout_s_(timeout_s), cuda_(cuda) {
+    : order_str_(order), world_comm_(world), device_(device), timeout_s_(timeout_s), cuda_(cuda) {
   int world_size = 0;
   TANDEM_MPI_CHECK(MPI_Comm_size(world, &world_size));
   TANDEM_MPI_CHECK(MPI_Comm_rank(world, &world_rank_));

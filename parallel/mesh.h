@@ -64,6 +64,8 @@ class Mesh {
   Communicator& dp() { return *dp_; }
   Communicator& pp() { return *pp_; }
   Communicator& world() { return *world_; }
+  // The MPI communicator the mesh was built on (for MPI-IO, e.g. parallel HDF5 checkpoints).
+  MPI_Comm world_comm() const { return world_comm_; }
   Communicator& group(Axis a);
   Communicator* embedding() { return embedding_.get(); }
 
@@ -84,6 +86,7 @@ class Mesh {
   std::array<Axis, 3> order_{Axis::TP, Axis::DP, Axis::PP};
   std::string order_str_;
   int world_rank_ = 0;
+  MPI_Comm world_comm_;
   DeviceKind device_;
   double timeout_s_;
   CudaContext* cuda_;

@@ -8,22 +8,23 @@
 #include <mutex>
 
 #include "runtime/core/error.h"
+#include "runtime/core/hash.h"
 
 namespace tandem {
 namespace {
 
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+// The SplitMix64 stream: each draw mixes the state, then advances it by the golden increment.
+uint64_t splitmix64_next(uint64_t& state) {
+  const uint64_t z = splitmix64(state);
+  state += 0x9E3779B97F4A7C15ull;
+  return z;
 }
 
 // Uniform in [0, n) without modulo bias (rejects the low 2^64 mod n values).
 uint64_t bounded(uint64_t& state, uint64_t n) {
   const uint64_t threshold = (0 - n) % n;
   while (true) {
-    const uint64_t r = splitmix64(state);
+    const uint64_t r = splitmix64_next(state);
     if (r >= threshold) return r % n;
   }
 }
@@ -49,7 +50,7 @@ std::vector<int64_t> shuffled_windows(int64_t n, uint64_t seed, int64_t epoch) {
   std::vector<int64_t> p(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = i;
   uint64_t state = seed;
-  state = splitmix64(state) ^ (static_cast<uint64_t>(epoch) * 0xD1B54A32D192ED03ull);
+  state = splitmix64_next(state) ^ (static_cast<uint64_t>(epoch) * 0xD1B54A32D192ED03ull);
   for (int64_t i = n - 1; i > 0; --i) {
     const auto j = static_cast<int64_t>(bounded(state, static_cast<uint64_t>(i + 1)));
     std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(j)]);

@@ -13,6 +13,54 @@ namespace tandem {
 
 namespace k = kernels;
 
+std::vector<ParamSpec> Gpt::stage_specs(const ModelOptions& opt, const StageLayout& stage, int parts,
+                                        int r) {
+  const int64_t Vp = opt.padded_vocab(), C = opt.dim;
+  const int num_layers = stage.num_layers < 0 ? opt.layers - stage.first_layer : stage.num_layers;
+  std::vector<ParamSpec> out;
+  auto wte_spec = [&](bool norm_owner) {
+    ParamSpec s;
+    s.name = "wte";
+    s.logical = {Vp, C};
+    s.stored = {opt.vocab, C};  // the padding rows are never stored
+    s.shard_dim = 0;
+    s.shard_parts = parts;
+    s.shard_index = r;
+    s.init = ParamInit::Normal;
+    s.init_std = 0.02f;
+    s.decay = true;
+    s.norm_owner = norm_owner;
+    return s;
+  };
+  if (stage.has_embedding) {
+    out.push_back(wte_spec(true));
+    ParamSpec wpe;
+    wpe.name = "wpe";
+    wpe.logical = {opt.seq_len, C};
+    wpe.init = ParamInit::Normal;
+    wpe.init_std = 0.02f;
+    wpe.decay = true;
+    wpe.norm_owner = r == 0;
+    out.push_back(wpe);
+  } else if (stage.has_head) {
+    out.push_back(wte_spec(false));  // tied copy; its gradient is summed with the first stage's
+  }
+  for (int l = 0; l < num_layers; ++l)
+    for (ParamSpec& s : TransformerBlock::param_specs(opt, stage.first_layer + l, parts, r))
+      out.push_back(std::move(s));
+  if (stage.has_head) {
+    for (const char* n : {"lnf.w", "lnf.b"}) {
+      ParamSpec s;
+      s.name = n;
+      s.logical = {C};
+      s.init = n[4] == 'w' ? ParamInit::Ones : ParamInit::Zeros;
+      s.norm_owner = r == 0;
+      out.push_back(s);
+    }
+  }
+  return out;
+}
+
 Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
          Recompute recompute, int64_t flat_pad)
     : be_(be), opt_(opt), stage_(stage), tp_(tp), recompute_(recompute), store_(be) {
@@ -26,46 +74,16 @@ Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communi
                Vp_, opt.vocab, parts);
   Vl_ = Vp_ / parts;
   vocab_begin_ = r * Vl_;
-  const int64_t C = opt.dim;
 
-  auto wte_spec = [&](bool norm_owner) {
-    ParamSpec s;
-    s.name = "wte";
-    s.logical = {Vp_, C};
-    s.shard_dim = 0;
-    s.shard_parts = parts;
-    s.shard_index = r;
-    s.init = ParamInit::Normal;
-    s.init_std = 0.02f;
-    s.decay = true;
-    s.norm_owner = norm_owner;
-    return s;
-  };
-  if (stage_.has_embedding) {
-    store_.add(wte_spec(true));
-    ParamSpec wpe;
-    wpe.name = "wpe";
-    wpe.logical = {opt.seq_len, C};
-    wpe.init = ParamInit::Normal;
-    wpe.init_std = 0.02f;
-    wpe.decay = true;
-    wpe.norm_owner = r == 0;
-    store_.add(wpe);
-  } else if (stage_.has_head) {
-    store_.add(wte_spec(false));  // tied copy; its gradient is summed with the first stage's
+  std::vector<ParamSpec> head;
+  for (ParamSpec& sp : stage_specs(opt, stage_, parts, r)) {
+    if (sp.name.rfind("h.", 0) == 0) continue;  // blocks register their own
+    if (sp.name.rfind("lnf.", 0) == 0) head.push_back(std::move(sp));
+    else store_.add(std::move(sp));
   }
   for (int l = 0; l < stage_.num_layers; ++l)
     blocks_.push_back(std::make_unique<TransformerBlock>(store_, opt, stage_.first_layer + l, tp));
-  if (stage_.has_head) {
-    for (const char* n : {"lnf.w", "lnf.b"}) {
-      ParamSpec s;
-      s.name = n;
-      s.logical = {C};
-      s.init = n[4] == 'w' ? ParamInit::Ones : ParamInit::Zeros;
-      s.norm_owner = r == 0;
-      store_.add(s);
-    }
-  }
+  for (ParamSpec& sp : head) store_.add(std::move(sp));
   store_.finalize(flat_pad);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     blocks_[l]->bind();

@@ -47,6 +47,11 @@ class Gpt {
   Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
       Recompute recompute, int64_t flat_pad = 1);
 
+  // The parameters a stage registers, in registration order, as tp rank `rank` of `parts`
+  // holds them: a pure function of the options (Gpt's constructor registers exactly these).
+  static std::vector<ParamSpec> stage_specs(const ModelOptions& opt, const StageLayout& stage,
+                                            int parts, int rank);
+
   ParamStore& params() { return store_; }
   const ModelOptions& options() const { return opt_; }
   const StageLayout& stage() const { return stage_; }

@@ -26,15 +26,12 @@ ParamSpec replicated(std::string name, int64_t n, ParamInit init, bool owner) {
 
 }  // namespace
 
-TransformerBlock::TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer,
-                                   Communicator& tp)
-    : store_(store), be_(store.backend()), opt_(opt), layer_(layer), tp_(tp) {
-  const int parts = tp.size(), r = tp.rank();
-  C_ = opt.dim;
+std::vector<ParamSpec> TransformerBlock::param_specs(const ModelOptions& opt, int layer, int parts,
+                                                     int r) {
+  const int64_t C = opt.dim;
   TANDEM_CHECK(opt.heads % parts == 0, "model.heads={} is not divisible by parallel.tp={}",
                opt.heads, parts);
-  Hl_ = opt.heads / parts;
-  Cl_ = C_ / parts;
+  const int64_t Cl = C / parts;
   const std::string p = fmt::format("h.{}.", layer);
   const bool owner = r == 0;  // replicated across tp: one rank counts the gradient norm
   const float std_w = 0.02f;
@@ -55,23 +52,31 @@ TransformerBlock::TransformerBlock(ParamStore& store, const ModelOptions& opt, i
     s.decay = decay;
     return s;
   };
+  return {
+      replicated(p + "ln1.w", C, ParamInit::Ones, owner),
+      replicated(p + "ln1.b", C, ParamInit::Zeros, owner),
+      sharded(p + "attn.qkv.w", {3 * C, C}, {3, C, C}, 1, {3 * Cl, C}, ParamInit::Normal, std_w, true),
+      sharded(p + "attn.qkv.b", {3 * C}, {3, C}, 1, {3 * Cl}, ParamInit::Zeros, 0, false),
+      sharded(p + "attn.proj.w", {C, C}, {C, C}, 1, {C, Cl}, ParamInit::Normal, std_res, true),
+      replicated(p + "attn.proj.b", C, ParamInit::Zeros, owner),
+      replicated(p + "ln2.w", C, ParamInit::Ones, owner),
+      replicated(p + "ln2.b", C, ParamInit::Zeros, owner),
+      sharded(p + "mlp.fc.w", {4 * C, C}, {4 * C, C}, 0, {4 * Cl, C}, ParamInit::Normal, std_w, true),
+      sharded(p + "mlp.fc.b", {4 * C}, {4 * C}, 0, {4 * Cl}, ParamInit::Zeros, 0, false),
+      sharded(p + "mlp.proj.w", {C, 4 * C}, {C, 4 * C}, 1, {C, 4 * Cl}, ParamInit::Normal, std_res,
+              true),
+      replicated(p + "mlp.proj.b", C, ParamInit::Zeros, owner),
+  };
+}
 
-  store.add(replicated(p + "ln1.w", C_, ParamInit::Ones, owner));
-  store.add(replicated(p + "ln1.b", C_, ParamInit::Zeros, owner));
-  store.add(sharded(p + "attn.qkv.w", {3 * C_, C_}, {3, C_, C_}, 1, {3 * Cl_, C_}, ParamInit::Normal,
-                    std_w, true));
-  store.add(sharded(p + "attn.qkv.b", {3 * C_}, {3, C_}, 1, {3 * Cl_}, ParamInit::Zeros, 0, false));
-  store.add(sharded(p + "attn.proj.w", {C_, C_}, {C_, C_}, 1, {C_, Cl_}, ParamInit::Normal, std_res,
-                    true));
-  store.add(replicated(p + "attn.proj.b", C_, ParamInit::Zeros, owner));
-  store.add(replicated(p + "ln2.w", C_, ParamInit::Ones, owner));
-  store.add(replicated(p + "ln2.b", C_, ParamInit::Zeros, owner));
-  store.add(sharded(p + "mlp.fc.w", {4 * C_, C_}, {4 * C_, C_}, 0, {4 * Cl_, C_}, ParamInit::Normal,
-                    std_w, true));
-  store.add(sharded(p + "mlp.fc.b", {4 * C_}, {4 * C_}, 0, {4 * Cl_}, ParamInit::Zeros, 0, false));
-  store.add(sharded(p + "mlp.proj.w", {C_, 4 * C_}, {C_, 4 * C_}, 1, {C_, 4 * Cl_}, ParamInit::Normal,
-                    std_res, true));
-  store.add(replicated(p + "mlp.proj.b", C_, ParamInit::Zeros, owner));
+TransformerBlock::TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer,
+                                   Communicator& tp)
+    : store_(store), be_(store.backend()), opt_(opt), layer_(layer), tp_(tp) {
+  const int parts = tp.size();
+  C_ = opt.dim;
+  Hl_ = opt.heads / parts;
+  Cl_ = C_ / parts;
+  for (ParamSpec& s : param_specs(opt, layer, parts, tp.rank())) store.add(std::move(s));
 }
 
 void TransformerBlock::bind() {

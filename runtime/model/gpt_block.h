@@ -15,6 +15,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "parallel/communicator.h"
 #include "parallel/parallel_options.h"
@@ -35,6 +36,8 @@ class TransformerBlock {
   // Registers this block's parameters (names "h.<layer>.*") in `store`.
   TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer, Communicator& tp);
   void bind();  // after store.finalize(): resolve parameter tensors
+  // The parameters of block `layer` as tp rank `rank` of `parts` holds them (a pure function).
+  static std::vector<ParamSpec> param_specs(const ModelOptions& opt, int layer, int parts, int rank);
   // Full recompute only: keep the saved block input in (pinned) host memory instead of device
   // memory. A no-op on the CPU backend, where activations already live in host memory.
   void set_offload_input(bool on) { offload_input_ = on; }

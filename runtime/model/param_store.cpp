@@ -5,16 +5,11 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/core/hash.h"
+
 namespace tandem {
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 Shape effective_view(const ParamSpec& s) { return s.view.empty() ? s.logical : s.view; }
 
@@ -94,13 +89,28 @@ Param& ParamStore::get(const std::string& name) {
   return *p;
 }
 
+ckpt::ShardRule ParamStore::shard_rule(const ParamSpec& s) {
+  ckpt::ShardRule r;
+  r.logical = s.logical;
+  r.view = s.view;
+  r.shard_dim = s.shard_dim;
+  r.parts = s.shard_parts;
+  r.index = s.shard_index;
+  return r;
+}
+
+std::vector<ckpt::Piece> ParamStore::pieces(const Param& p, int64_t begin, int64_t end) {
+  return ckpt::pieces(shard_rule(p.spec), stored_shape(p.spec), begin, end < 0 ? p.numel : end);
+}
+
 int64_t ParamStore::logical_index(const Param& p, int64_t j) {
   const Shape& lv = p.local_view;
-  Shape view = effective_view(p.spec);
+  const Shape& view = p.spec.view.empty() ? p.spec.logical : p.spec.view;
   const int nd = static_cast<int>(lv.size());
+  TANDEM_CHECK(nd <= 8, "{}: view of {} dimensions (at most 8)", p.spec.name, nd);
   int64_t idx = 0, stride = 1, rem = j;
   // Decompose j over the local view (row-major), shift the shard dim, recompose over view.
-  std::vector<int64_t> coord(nd);
+  int64_t coord[8];
   for (int d = nd - 1; d >= 0; --d) {
     coord[d] = rem % lv[d];
     rem /= lv[d];

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/shard_map.h"
 #include "runtime/core/backend.h"
 
 namespace tandem {
@@ -23,6 +24,7 @@ enum class ParamInit { Normal, Zeros, Ones };
 struct ParamSpec {
   std::string name;
   Shape logical;        // full logical shape (PyTorch layout: Linear weight is [out, in])
+  Shape stored;         // shape in checkpoints: logical without padding rows; empty = logical
   Shape view;           // logical viewed for sharding; empty = same as logical
   int shard_dim = -1;   // dimension of `view` split over tensor-parallel ranks; -1 = replicated
   int shard_parts = 1;
@@ -35,6 +37,8 @@ struct ParamSpec {
   // parameter's gradient (replicas across tp, the tied-embedding copy), so norms count once.
   bool norm_owner = true;
 };
+
+inline const Shape& stored_shape(const ParamSpec& s) { return s.stored.empty() ? s.logical : s.stored; }
 
 struct Param {
   ParamSpec spec;
@@ -69,6 +73,11 @@ class ParamStore {
   Tensor& values() { return values_; }
   Tensor& grads() { return grads_; }
   Backend& backend() { return be_; }
+
+  // Where this rank's part of p lies in the stored tensor (ckpt/shard_map.h): the rule, and
+  // the pieces of its local elements [begin, end) (default: all of them).
+  static ckpt::ShardRule shard_rule(const ParamSpec& s);
+  static std::vector<ckpt::Piece> pieces(const Param& p, int64_t begin = 0, int64_t end = -1);
 
   // Logical flat index of local element `j` of parameter `p` (row-major over `view`).
   static int64_t logical_index(const Param& p, int64_t j);

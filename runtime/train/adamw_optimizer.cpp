@@ -34,12 +34,7 @@ AdamWOptimizer::AdamWOptimizer(ParamStore& store, std::vector<FlatRange> owned,
     staging_ = Tensor::allocate(host, DeviceKind::CPU, {owned_numel_}, DType::F32);
     std::fill_n(m_.f32(), owned_numel_, 0.0f);
     std::fill_n(v_.f32(), owned_numel_, 0.0f);
-    int64_t off = 0;
-    for (const FlatRange& r : owned_) {
-      Tensor dst = master_.flat_range(off, {r.end - r.begin});
-      be_.copy(dst, store_.values().flat_range(r.begin, {r.end - r.begin}));
-      off += r.end - r.begin;
-    }
+    reset_master_from_values();
   } else {
     m_ = be_.zeros({owned_numel_});
     v_ = be_.zeros({owned_numel_});
@@ -78,6 +73,33 @@ void AdamWOptimizer::step(float lr, int64_t t, float grad_scale) {
     }
     off += n;
   }
+}
+
+void AdamWOptimizer::reset_master_from_values() {
+  if (!master_.defined()) return;
+  int64_t off = 0;
+  for (const FlatRange& r : owned_) {
+    Tensor dst = master_.flat_range(off, {r.end - r.begin});
+    be_.copy(dst, store_.values().flat_range(r.begin, {r.end - r.begin}));
+    off += r.end - r.begin;
+  }
+}
+
+std::vector<AdamWOptimizer::StateView> AdamWOptimizer::views_of(const ParamStore& store,
+                                                                 const std::vector<FlatRange>& owned) {
+  std::vector<StateView> out;
+  const auto& params = store.all();
+  int64_t packed = 0;
+  for (const FlatRange& r : owned) {
+    for (int i = 0; i < static_cast<int>(params.size()); ++i) {
+      const Param& p = params[i];
+      const int64_t b = std::max(r.begin, p.offset), e = std::min(r.end, p.offset + p.numel);
+      if (b >= e) continue;
+      out.push_back({i, b - p.offset, e - p.offset, packed + (b - r.begin)});
+    }
+    packed += r.end - r.begin;
+  }
+  return out;
 }
 
 int64_t AdamWOptimizer::state_bytes() const {

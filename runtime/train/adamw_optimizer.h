@@ -42,6 +42,21 @@ class AdamWOptimizer {
   int64_t state_bytes() const;  // moments (+ master copy when offloaded)
   const std::vector<FlatRange>& owned() const { return owned_; }
 
+  // Per-parameter views of the packed state: parameter `param` (index in the store), its local
+  // elements [begin, end), stored from element `packed` of m(), v() (and master()).
+  struct StateView {
+    int param = 0;
+    int64_t begin = 0, end = 0, packed = 0;
+  };
+  std::vector<StateView> state_views() const { return views_of(store_, owned_); }
+  static std::vector<StateView> views_of(const ParamStore& store, const std::vector<FlatRange>& owned);
+  Tensor& m() { return m_; }
+  Tensor& v() { return v_; }
+  bool has_master() const { return master_.defined(); }
+  Tensor& master() { return master_; }  // offload only: fp32 master weights on the host
+  // After the parameters were loaded: master weights := parameter values (offload only).
+  void reset_master_from_values();
+
  private:
   ParamStore& store_;
   Backend& be_;

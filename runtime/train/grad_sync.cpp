@@ -11,26 +11,39 @@ GradSync::GradSync(ParamStore& store, Communicator& dp, int zero, int64_t bucket
   const int64_t total = store.padded_numel();
   TANDEM_CHECK(total % n == 0, "flat buffer of {} elements is not padded to the dp size {}", total, n);
   TANDEM_CHECK(zero == 0 || zero == 1, "parallel.zero={} (expected 0 or 1)", zero);
-  const int64_t step = std::max<int64_t>(n, bucket_elems / n * n);
-  for (int64_t end = total; end > 0;) {
-    const int64_t begin = std::max<int64_t>(0, end - step);
+  for (auto [begin, end] : bucket_bounds(total, dp.size(), bucket_elems)) {
     Bucket b;
     b.begin = begin;
     b.end = end;
+    if (zero_ == 1) b.shard = store.backend().empty({(end - begin) / n});
     buckets_.push_back(std::move(b));
+  }
+  owned_ = owned_ranges(store, total, dp.size(), dp.rank(), zero, bucket_elems);
+}
+
+std::vector<std::pair<int64_t, int64_t>> GradSync::bucket_bounds(int64_t total, int n, int64_t bucket_elems) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  const int64_t step = std::max<int64_t>(n, bucket_elems / n * n);
+  for (int64_t end = total; end > 0;) {
+    const int64_t begin = std::max<int64_t>(0, end - step);
+    out.emplace_back(begin, end);
     end = begin;
   }
-  if (zero_ == 0) {
-    owned_ = param_ranges(store, 0, store.numel());
-  } else {
-    // Ascending flat order: walk buckets from the buffer's start.
-    for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {
-      const int64_t len = (it->end - it->begin) / n;
-      const int64_t lo = it->begin + dp.rank() * len;
-      for (const FlatRange& r : param_ranges(store, lo, lo + len)) owned_.push_back(r);
-      it->shard = store.backend().empty({len});
-    }
+  return out;
+}
+
+std::vector<FlatRange> GradSync::owned_ranges(const ParamStore& store, int64_t total, int n, int rank, int zero,
+                                              int64_t bucket_elems) {
+  if (zero == 0) return param_ranges(store, 0, store.numel());
+  std::vector<FlatRange> owned;
+  auto bounds = bucket_bounds(total, n, bucket_elems);
+  // Ascending flat order: walk buckets from the buffer's start.
+  for (auto it = bounds.rbegin(); it != bounds.rend(); ++it) {
+    const int64_t len = (it->second - it->first) / n;
+    const int64_t lo = it->first + rank * len;
+    for (const FlatRange& r : param_ranges(store, lo, lo + len)) owned.push_back(r);
   }
+  return owned;
 }
 
 GradSync::~GradSync() {

@@ -35,6 +35,13 @@ class GradSync {
   void finish();
   void gather_params();
 
+  // The ranges [begin, end) of the buckets of a padded flat buffer of `total` elements, last
+  // range first, and the ranges dp rank `rank` of `n` owns (updates): everything without
+  // ZeRO, its slice of each bucket with ZeRO-1. Pure functions of the sizes.
+  static std::vector<std::pair<int64_t, int64_t>> bucket_bounds(int64_t total, int n, int64_t bucket_elems);
+  static std::vector<FlatRange> owned_ranges(const ParamStore& store, int64_t total, int n, int rank,
+                                             int zero, int64_t bucket_elems);
+
   // Ranges this rank updates (split at parameter boundaries, with decay/norm flags).
   const std::vector<FlatRange>& owned() const { return owned_; }
   int num_buckets() const { return static_cast<int>(buckets_.size()); }

@@ -36,7 +36,7 @@ void MetricsWriter::write(const std::vector<std::pair<std::string, MetricValue>>
     const auto& [key, value] = fields[i];
     line += fmt::format("{}\"{}\": ", i ? ", " : "", json_escape(key));
     if (const double* d = std::get_if<double>(&value)) {
-      line += std::isfinite(*d) ? fmt::format("{:.9g}", *d) : "null";
+      line += std::isfinite(*d) ? fmt::format("{:.17g}", *d) : "null";
     } else if (const int64_t* n = std::get_if<int64_t>(&value)) {
       line += std::to_string(*n);
     } else {

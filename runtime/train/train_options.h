@@ -9,6 +9,13 @@
 
 namespace tandem {
 
+// Checkpoints (YAML `train.checkpoint.*`; docs/checkpoints.md). dir "" = no checkpoints.
+struct CheckpointOptions {
+  std::string dir;    // directory of step_XXXXXXXX.h5 files and the `latest` pointer
+  int every = 0;      // save every N optimizer steps (0: only the final checkpoint)
+  int keep_last = 2;  // keep the newest N checkpoints (0: keep all)
+};
+
 struct TrainOptions {
   int steps = 100;
   int batch = 8;             // sequences per optimizer step (global)
@@ -25,6 +32,8 @@ struct TrainOptions {
   int eval_batches = 4;  // batches of `batch` sequences per validation pass
   std::string device = "cpu";  // cpu | cuda | auto
   int threads = 0;             // CPU threads per rank; 0 = cores / ranks on this node
+  int stop_after = 0;  // end the run after this step (0: run all `steps`); the schedule still spans `steps`
+  CheckpointOptions checkpoint;
 };
 
 struct SampleOptions {

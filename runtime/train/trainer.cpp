@@ -12,7 +12,10 @@
 #include "parallel/pipeline_schedule.h"
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/data_loader.h"
+#include "ckpt/checkpoint_dir.h"
+#include "ckpt/tensor_file.h"
 #include "runtime/train/adamw_optimizer.h"
+#include "runtime/train/checkpointer.h"
 #include "runtime/train/grad_sync.h"
 #include "runtime/train/lr_schedule.h"
 #include "runtime/train/metrics.h"
@@ -68,6 +71,7 @@ struct Trainer::Impl {
   std::vector<std::unique_ptr<GradSync>> syncs;
   std::vector<std::unique_ptr<AdamWOptimizer>> opts;
   std::unique_ptr<PipelineExecutor> exec;
+  std::unique_ptr<Checkpointer> ckpt;
   std::vector<Action> train_actions, eval_actions;
   MetricsWriter metrics;
   int64_t per_dp = 0, per_micro = 0;  // sequences per dp rank / per micro-batch
@@ -211,6 +215,9 @@ Trainer::Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh)
   I.exec = std::make_unique<PipelineExecutor>(raw, mesh.pp(), mesh.pp_size(), mesh.pp_rank());
   I.train_actions = make_schedule(kind, mesh.pp_size(), mesh.pp_rank(), p.microbatches, nchunks);
   I.eval_actions = PipelineExecutor::forward_only(p.microbatches, nchunks);
+  std::vector<CheckpointChunk> cc;
+  for (size_t c = 0; c < I.chunks.size(); ++c) cc.push_back({I.chunks[c].get(), I.opts[c].get()});
+  I.ckpt = std::make_unique<Checkpointer>(be, mesh, o.model, p.zero, std::move(cc));
 }
 
 Trainer::~Trainer() = default;
@@ -251,11 +258,45 @@ TrainResult Trainer::run() {
 
   TrainResult res;
   res.val_loss = std::nan("");
+  const CheckpointOptions& co = o.train.checkpoint;
+  if (o.resume) {
+    TANDEM_CHECK(!co.dir.empty(), "--resume needs train.checkpoint.dir");
+    auto file = ckpt::latest_checkpoint(co.dir);
+    if (!file)
+      throw ckpt::CheckpointError(fmt::format("--resume: no checkpoint in {} (train.checkpoint.dir; no {}/latest)",
+                                              co.dir, co.dir));
+    const CheckpointIoStats ls = I.ckpt->load(*file);
+    res.first_step = static_cast<int>(ls.step) + 1;
+    if (I.rank == 0) {
+      std::printf("resumed from %s at step %lld%s (%s read by rank 0 in %.2f s)\n", file->c_str(),
+                  static_cast<long long>(ls.step), ls.had_optimizer_state ? "" : ", fresh optimizer state",
+                  mib(static_cast<double>(ls.bytes)).c_str(), ls.seconds);
+      std::fflush(stdout);
+    }
+  }
+  const int last_step = o.train.stop_after > 0 ? o.train.stop_after : o.train.steps;
+  auto save = [&](int step) {
+    CheckpointMeta meta;
+    meta.step = step;
+    meta.seed = o.train.seed;
+    meta.config_yaml = o.config_yaml;
+    meta.layout = mesh.describe();
+    const CheckpointIoStats ss = I.ckpt->save(co.dir, meta, co.keep_last);
+    if (I.rank == 0) {
+      std::printf("checkpoint: step %d -> %s (%s in %.2f s, %.2f GB/s)\n", step, ss.path.c_str(),
+                  mib(static_cast<double>(ss.bytes)).c_str(), ss.seconds, static_cast<double>(ss.bytes) / 1e9 / std::max(ss.seconds, 1e-9));
+      std::fflush(stdout);
+    }
+    return ss.seconds;
+  };
   std::vector<double> rates;
   const auto t_start = Clock::now();
   double train_seconds = 0.0;
   Communicator* groups[] = {&mesh.tp(), &mesh.dp(), &mesh.pp(), mesh.embedding()};
-  for (int step = 1; step <= o.train.steps; ++step) {
+  if (res.first_step > last_step && I.rank == 0)
+    std::printf("nothing to train: the checkpoint is at step %d and the run ends at step %d\n", res.first_step - 1,
+                last_step);
+  for (int step = res.first_step; step <= last_step; ++step) {
     const auto t0 = Clock::now();
     for (Communicator* g : groups)
       if (g) g->reset_stats();
@@ -284,7 +325,7 @@ TrainResult Trainer::run() {
     const double dt = seconds_since(t0);
     train_seconds += dt;
     const double rate = static_cast<double>(step_tokens) / dt;
-    if (step > 1 || o.train.steps == 1) rates.push_back(rate);
+    if (step > res.first_step || last_step == res.first_step) rates.push_back(rate);
     TANDEM_CHECK(std::isfinite(loss), "training loss became {} at step {}", loss, step);
 
     // Bytes this rank handed to each group this step; pipeline idle fraction across stages.
@@ -300,10 +341,10 @@ TrainResult Trainer::run() {
 
     double val = std::nan("");
     const bool eval_now = (o.train.eval_every > 0 && step % o.train.eval_every == 0) ||
-                          step == o.train.steps;
+                          step == last_step;
     if (eval_now) val = res.val_loss = I.validate();
     const double elapsed = seconds_since(t_start);
-    const double eta = train_seconds / step * (o.train.steps - step);
+    const double eta = train_seconds / (step - res.first_step + 1) * (last_step - step);
     if (I.rank == 0) {
       std::string v = std::isfinite(val) ? fmt::format(" | val {:.4f}", val) : "";
       std::printf("step %5d/%d | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | elapsed %s | eta %s | peak %s\n",
@@ -320,6 +361,9 @@ TrainResult Trainer::run() {
         {"comm_bytes_pp", double{comm[2]}}, {"comm_bytes_embedding", double{comm[3]}},
         {"pipeline_bubble", bubble}};
     if (std::isfinite(val)) rec.emplace_back("val_loss", val);
+    if (!co.dir.empty() && ((co.every > 0 && step % co.every == 0) || step == last_step)) {
+      rec.emplace_back("checkpoint_s", save(step));
+    }
     I.metrics.write(rec);
     res.loss = loss;
     res.steps = step;

@@ -9,6 +9,8 @@
 // layout computes the same model as one rank up to fp32 rounding. Progress lines, samples and
 // the metrics file come from world rank 0; each rank reports its own memory at start.
 // Weights change only in the optimizer step (a safe point lies between micro-batches).
+// Checkpoints (train.checkpoint.*): saved every `every` steps and at the end of the run when a
+// dir is set; with `resume` the run continues from the dir's `latest` (runtime/train/checkpointer.h).
 #pragma once
 
 #include <memory>
@@ -30,6 +32,8 @@ struct TrainerOptions {
   ParallelOptions parallel;
   SampleOptions sample;
   std::string metrics_out;  // JSON lines, one object per step ("" = none)
+  std::string config_yaml;  // the resolved config, stored in checkpoints
+  bool resume = false;      // continue from train.checkpoint.dir's `latest`
 };
 
 struct TrainResult {
@@ -37,6 +41,7 @@ struct TrainResult {
   double loss = 0.0;          // training loss of the last step
   double val_loss = 0.0;      // last validation loss (NaN if never evaluated)
   double tokens_per_s = 0.0;  // median over steps after the first
+  int first_step = 1;         // 1, or the step after the checkpoint resumed from
   size_t peak_bytes = 0;      // this rank's allocator peak
 };
 

@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -168,6 +170,11 @@ TEST(Config, OutOfRangeValuesNameKeyLineValueAndRange) {
       {"train.eval_batches", "0", "an integer >= 1"},
       {"train.device", "tpu", "one of cpu|cuda|auto"},
       {"train.threads", "-1", "an integer >= 0"},
+      {"train.stop_after", "-1", "an integer >= 0"},
+      {"train.checkpoint.every", "-1", "an integer >= 0"},
+      {"train.checkpoint.every", "x", "an integer >= 0"},
+      {"train.checkpoint.keep_last", "-1", "an integer >= 0"},
+      {"train.checkpoint.keep_last", "x", "an integer >= 0"},
       {"data.train", "\"\"", "a non-empty string"},
       {"data.tokenizer", "\"\"", "a non-empty string"},
       {"parallel.dp", "0", "an integer >= 1"},
@@ -191,11 +198,18 @@ TEST(Config, OutOfRangeValuesNameKeyLineValueAndRange) {
   };
   for (const BadValue& c : cases) {
     std::string key = c.key;
-    std::string section = key.substr(0, key.find('.')), leaf = key.substr(key.find('.') + 1);
-    // The bad key sits on line 4, after a comment, a blank line and the section line.
-    std::string text = "# header\n\n" + section + ":\n  " + leaf + ": " + c.value + "\n";
+    std::vector<std::string> parts;
+    std::stringstream ss(key);
+    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    // The bad key sits after a comment, a blank line, the section line and any group lines,
+    // written nested: line 4 for section.key, line 5 for section.group.key.
+    std::string text = "# header\n\n" + parts[0] + ":\n";
+    for (size_t i = 1; i < parts.size(); ++i)
+      text += std::string(2 * i, ' ') + parts[i] + ":" +
+              (i + 1 == parts.size() ? std::string(" ") + c.value : "") + "\n";
+    std::string line = std::to_string(2 + parts.size());
     std::string m = error_of(text);
-    EXPECT_HAS(m, "t.yaml:4: " + key + ": expected " + c.expected + ", got ");
+    EXPECT_HAS(m, "t.yaml:" + line + ": " + key + ": expected " + c.expected + ", got ");
     // The same value given as an override fails the same check, naming --set.
     std::string ov = key + "=" + c.value;
     std::string mo = error_of("", {ov});
@@ -241,6 +255,11 @@ train:
   eval_batches: 2
   device: auto
   threads: 3
+  stop_after: 50
+  checkpoint:
+    dir: "out/ckpt run"
+    every: 25
+    keep_last: 0
 data:
   train: "shards/a_*.bin"
   val: shards/b_*.bin
@@ -287,6 +306,10 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.train.eval_batches, 2);
   EXPECT_EQ(c.train.device, "auto");
   EXPECT_EQ(c.train.threads, 3);
+  EXPECT_EQ(c.train.stop_after, 50);
+  EXPECT_EQ(c.train.checkpoint.dir, "out/ckpt run");
+  EXPECT_EQ(c.train.checkpoint.every, 25);
+  EXPECT_EQ(c.train.checkpoint.keep_last, 0);
   EXPECT_EQ(c.data.train, "shards/a_*.bin");
   EXPECT_EQ(c.data.val, "shards/b_*.bin");
   EXPECT_EQ(c.data.tokenizer, "tok");
@@ -314,6 +337,7 @@ TEST(Config, EveryKeyRoundTrips) {
   expect_every_key(c);
   EXPECT_EQ(c.source, "every.yaml");
   EXPECT_EQ(c.origins.at("train.lr"), "every.yaml:11");
+  EXPECT_EQ(c.origins.at("train.checkpoint.every"), "every.yaml:27");
   // The test file really sets every key the schema knows, and each is recorded.
   for (const std::string& key : config_keys()) EXPECT_EQ(c.origins.count(key), 1u) << key;
   EXPECT_EQ(c.origins.size(), config_keys().size());
@@ -321,6 +345,10 @@ TEST(Config, EveryKeyRoundTrips) {
   RunConfig again = config_from_yaml_string(config_to_yaml(c), {});
   expect_every_key(again);
   EXPECT_EQ(config_to_yaml(again), config_to_yaml(c));
+  // Nested keys are written as one nested mapping under their section.
+  std::string y = config_to_yaml(c);
+  EXPECT_HAS(y, "  threads: 3\n  stop_after: 50\n  checkpoint:\n    dir: \"out/ckpt run\"\n"
+                "    every: 25\n    keep_last: 0\ndata:\n");
 }
 
 TEST(Config, MissingKeysKeepDefaults) {
@@ -347,6 +375,149 @@ TEST(Config, AcceptedSpellings) {
   EXPECT_EQ(c.train.seed, 0u);
   EXPECT_EQ(c.train.grad_clip, 2.0f);
   EXPECT_EQ(c.sample.prompt, "42");  // a string key takes the text of any scalar
+}
+
+// ------------------------------------------------------------------ nested keys (train.checkpoint.*)
+
+TEST(Config, NestedKeysFromFile) {
+  RunConfig c = config_from_yaml_string(
+      "train:\n  steps: 400\n  stop_after: 150\n  checkpoint:\n    dir: out/ckpt\n"
+      "    every: 100\n    keep_last: 3\n",
+      {}, "n.yaml");
+  EXPECT_EQ(c.train.steps, 400);
+  EXPECT_EQ(c.train.stop_after, 150);
+  EXPECT_EQ(c.train.checkpoint.dir, "out/ckpt");
+  EXPECT_EQ(c.train.checkpoint.every, 100);
+  EXPECT_EQ(c.train.checkpoint.keep_last, 3);
+  EXPECT_EQ(c.origins.at("train.checkpoint.dir"), "n.yaml:5");
+  EXPECT_EQ(c.origins.at("train.checkpoint.keep_last"), "n.yaml:7");
+  EXPECT_EQ(c.origins.count("train.checkpoint"), 0u);  // a group is not a key
+  // A group may be partly given, or given with nothing under it.
+  c = config_from_yaml_string("train:\n  checkpoint:\n    every: 5\n", {});
+  EXPECT_EQ(c.train.checkpoint.every, 5);
+  EXPECT_EQ(c.train.checkpoint.dir, "");
+  EXPECT_EQ(c.train.checkpoint.keep_last, 2);
+  c = config_from_yaml_string("train:\n  checkpoint:\n  steps: 3\n", {});
+  EXPECT_EQ(c.train.steps, 3);
+  EXPECT_EQ(c.train.checkpoint.keep_last, 2);
+  // Flow style is a mapping too.
+  c = config_from_yaml_string("train:\n  checkpoint: {dir: a, every: 2}\n", {});
+  EXPECT_EQ(c.train.checkpoint.dir, "a");
+  EXPECT_EQ(c.train.checkpoint.every, 2);
+}
+
+TEST(Config, NestedKeysFromOverrides) {
+  RunConfig c = config_from_yaml_string(
+      "train:\n  checkpoint:\n    dir: a\n    every: 10\n",
+      {"train.checkpoint.dir=out/ckpt", "train.checkpoint.every=100",
+       "train.checkpoint.keep_last=0", "train.stop_after=20"});
+  EXPECT_EQ(c.train.checkpoint.dir, "out/ckpt");
+  EXPECT_EQ(c.train.checkpoint.every, 100);
+  EXPECT_EQ(c.train.checkpoint.keep_last, 0);
+  EXPECT_EQ(c.train.stop_after, 20);
+  EXPECT_EQ(c.origins.at("train.checkpoint.dir"), "--set train.checkpoint.dir=out/ckpt");
+  EXPECT_EQ(error_of("", {"train.checkpoint.every=-1"}),
+            "--set train.checkpoint.every=-1: train.checkpoint.every: expected an integer >= 0, "
+            "got -1");
+  EXPECT_EQ(error_of("", {"train.checkpoint.keep_last=x"}),
+            "--set train.checkpoint.keep_last=x: train.checkpoint.keep_last: expected an integer "
+            ">= 0, got \"x\"");
+  EXPECT_EQ(error_of("", {"train.checkpoint.dri=x"}),
+            "--set train.checkpoint.dri=x: unknown key 'train.checkpoint.dri' (did you mean "
+            "'train.checkpoint.dir'?)");
+  EXPECT_EQ(error_of("", {"train.checkpoint=out"}),
+            "--set train.checkpoint=out: 'train.checkpoint' is a group of keys; name one of its "
+            "keys (dir, every, keep_last)");
+  EXPECT_EQ(error_of("", {"train.chekpoint.dir=x"}),
+            "--set train.chekpoint.dir=x: unknown key 'train.chekpoint.dir' (did you mean "
+            "'train.checkpoint.dir'?)");
+}
+
+TEST(Config, NestedKeyDefaults) {
+  RunConfig c = config_from_yaml_string("", {});
+  EXPECT_EQ(c.train.checkpoint.dir, "");
+  EXPECT_EQ(c.train.checkpoint.every, 0);
+  EXPECT_EQ(c.train.checkpoint.keep_last, 2);
+  EXPECT_EQ(c.train.stop_after, 0);
+  std::vector<std::string> keys = config_keys();
+  for (const char* k : {"train.stop_after", "train.checkpoint.dir", "train.checkpoint.every",
+                        "train.checkpoint.keep_last"})
+    EXPECT_NE(std::find(keys.begin(), keys.end(), k), keys.end()) << k;
+  EXPECT_EQ(std::find(keys.begin(), keys.end(), "train.checkpoint"), keys.end());
+  std::string d = describe_config(c);
+  EXPECT_HAS(d, " stop_after=0 checkpoint.dir=\"\" checkpoint.every=0 checkpoint.keep_last=2");
+}
+
+TEST(Config, CheckpointDirMayBeEmpty) {
+  RunConfig c = config_from_yaml_string("train:\n  checkpoint:\n    dir: \"\"\n", {});
+  EXPECT_EQ(c.train.checkpoint.dir, "");
+  EXPECT_EQ(c.origins.count("train.checkpoint.dir"), 1u);
+  c = config_from_yaml_string("train:\n  checkpoint:\n    dir: ''\n", {});
+  EXPECT_EQ(c.train.checkpoint.dir, "");
+  // An empty override clears a directory set in the file, quoted or not.
+  c = config_from_yaml_string("train:\n  checkpoint:\n    dir: a\n", {"train.checkpoint.dir="});
+  EXPECT_EQ(c.train.checkpoint.dir, "");
+  c = config_from_yaml_string("train:\n  checkpoint:\n    dir: a\n",
+                              {"train.checkpoint.dir=\"\""});
+  EXPECT_EQ(c.train.checkpoint.dir, "");
+  // Only this key: other string keys still refuse "".
+  EXPECT_HAS(error_of("", {"data.train="}), "data.train: expected a non-empty string");
+  // Null is not a string; the message says how to write "none".
+  EXPECT_EQ(error_of("train:\n  checkpoint:\n    dir:\n"),
+            "t.yaml:3: train.checkpoint.dir: expected a string (\"\" for none), got nothing (null)");
+}
+
+TEST(Config, NestedKeyErrors) {
+  EXPECT_EQ(error_of("train:\n  checkpoint:\n    every: -1\n"),
+            "t.yaml:3: train.checkpoint.every: expected an integer >= 0, got -1");
+  EXPECT_EQ(error_of("train:\n  checkpoint:\n    keep_last: x\n"),
+            "t.yaml:3: train.checkpoint.keep_last: expected an integer >= 0, got \"x\"");
+  EXPECT_EQ(error_of("train:\n  steps: 4\n  checkpoint:\n    dir: a\n    dri: b\n"),
+            "t.yaml:5: unknown key 'train.checkpoint.dri' (did you mean 'train.checkpoint.dir'?)");
+  EXPECT_EQ(error_of("train:\n  chekpoint:\n    dir: a\n"),
+            "t.yaml:2: unknown key 'train.chekpoint' (did you mean 'train.checkpoint'?)");
+  // A key of the group written at the section level points into the group.
+  EXPECT_EQ(error_of("train:\n  keep_last: 3\n"),
+            "t.yaml:2: unknown key 'train.keep_last' (did you mean 'train.checkpoint.keep_last'?)");
+  EXPECT_HAS(error_of("train:\n  checkpoint:\n    zzzzzzzz: 1\n"),
+             "t.yaml:3: unknown key 'train.checkpoint.zzzzzzzz' (train.checkpoint keys are dir, "
+             "every, keep_last)");
+  EXPECT_EQ(error_of("train:\n  checkpoint:\n    dir: [a]\n"),
+            "t.yaml:3: train.checkpoint.dir: expected a string (\"\" for none), got a list [a]");
+  // The group given as a scalar or a list.
+  EXPECT_EQ(error_of("train:\n  steps: 4\n  checkpoint: out/ckpt\n"),
+            "t.yaml:3: train.checkpoint: expected a mapping of train.checkpoint.* keys (dir, "
+            "every, keep_last), got \"out/ckpt\"");
+  EXPECT_EQ(error_of("train:\n  checkpoint: [a]\n"),
+            "t.yaml:2: train.checkpoint: expected a mapping of train.checkpoint.* keys (dir, "
+            "every, keep_last), got a list [a]");
+  // Duplicates, of a key in the group and of the group itself.
+  EXPECT_EQ(error_of("train:\n  checkpoint:\n    every: 1\n    every: 2\n"),
+            "t.yaml:4: duplicate key 'train.checkpoint.every' (first set at line 3)");
+  EXPECT_EQ(error_of("train:\n  checkpoint:\n    every: 1\n  steps: 5\n  checkpoint:\n"
+                     "    dir: a\n"),
+            "t.yaml:5: duplicate key 'train.checkpoint' (first set at line 2)");
+  // The dotted spelling inside the section is the same key (and so a duplicate of it).
+  RunConfig c = config_from_yaml_string("train:\n  checkpoint.every: 7\n", {});
+  EXPECT_EQ(c.train.checkpoint.every, 7);
+  EXPECT_EQ(error_of("train:\n  checkpoint.every: 7\n  checkpoint:\n    every: 8\n"),
+            "t.yaml:4: duplicate key 'train.checkpoint.every' (first set at line 2)");
+  // A group is not a section.
+  EXPECT_HAS(error_of("checkpoint:\n  dir: a\n"), "t.yaml:1: unknown section 'checkpoint'");
+}
+
+TEST(Config, StopAfterAtMostSteps) {
+  RunConfig c = config_from_yaml_string("train:\n  steps: 400\n  stop_after: 400\n", {});
+  EXPECT_EQ(c.train.stop_after, 400);
+  EXPECT_EQ(error_of("train:\n  steps: 400\n  stop_after: 401\n"),
+            "t.yaml:3: train.stop_after=401 must be <= train.steps=400 (0 runs all steps; "
+            "train.stop_after: t.yaml:3; train.steps: t.yaml:2)");
+  std::string m = error_of("train:\n  stop_after: 150\n");  // steps keeps its default 100
+  EXPECT_HAS(m, "t.yaml:2: train.stop_after=150 must be <= train.steps=100");
+  EXPECT_HAS(m, "train.steps: default");
+  m = error_of("train:\n  steps: 400\n  stop_after: 200\n", {"train.steps=100"});
+  EXPECT_EQ(m.rfind("--set train.steps=100: train.stop_after=200 must be <= train.steps=100", 0),
+            0u) << m;
 }
 
 // ------------------------------------------------------------------ overrides
@@ -467,9 +638,10 @@ TEST(Config, DescribeListsEveryKey) {
   std::string d = describe_config(c);
   EXPECT_EQ(d.rfind("config every.yaml", 0), 0u) << d;
   for (const std::string& key : config_keys()) {
-    std::string leaf = key.substr(key.find('.') + 1);
+    std::string leaf = key.substr(key.find('.') + 1);  // "lr", "checkpoint.dir"
     EXPECT_HAS(d, " " + leaf + "=");
   }
+  EXPECT_HAS(d, "checkpoint.dir=\"out/ckpt run\" checkpoint.every=25 checkpoint.keep_last=0");
   EXPECT_HAS(d, "lr=0.0003");
   EXPECT_HAS(d, "recompute=selective");
   EXPECT_HAS(d, "prompt=\"Hello: \\\"world\\\"\"");

@@ -1,0 +1,343 @@
+// Layout-independent training checkpoints over parallel HDF5 (contract in the header).
+#include "runtime/train/checkpointer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <filesystem>
+#include <set>
+
+#include "ckpt/checkpoint_dir.h"
+#include "ckpt/tensor_file.h"
+#include "runtime/model/param_catalogue.h"
+#include "runtime/train/checkpoint_plan.h"
+
+namespace tandem {
+
+const char* const kTandemVersion = "0.7.0";
+
+namespace {
+
+using ckpt::CheckpointError;
+using ckpt::Piece;
+using ckpt::Segment;
+using Clock = std::chrono::steady_clock;
+
+std::vector<Piece> rebased(std::vector<Piece> ps, int64_t origin) {
+  for (Piece& p : ps) p.local_offset -= origin;
+  return ps;
+}
+
+// Host access to a tensor: its own memory on the CPU, else a host copy (kept in `keep`).
+float* host_of(Backend& be, Tensor& t, std::vector<Tensor>& keep, bool copy_in) {
+  if (t.is_cpu()) return t.f32();
+  keep.push_back(be.host_empty({t.numel()}));
+  if (copy_in) be.copy(keep.back(), t);
+  return keep.back().f32();
+}
+
+const char* const kStates[] = {"m", "v", "master"};
+
+std::string model_line(const ModelOptions& m) {
+  return fmt::format("layers={} dim={} heads={} vocab={} seq_len={}", m.layers, m.dim, m.heads, m.vocab, m.seq_len);
+}
+
+bool all_ok(MPI_Comm comm, bool ok) {
+  int mine = ok ? 1 : 0, all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
+  return all == 1;
+}
+
+}  // namespace
+
+void write_checkpoint_attrs(ckpt::TensorFileWriter& w, const ModelOptions& m, const CheckpointMeta& meta,
+                            bool has_optimizer_state, bool has_master) {
+  w.attr("format", std::string("tandem-checkpoint"));
+  w.attr("format_version", kCheckpointFormatVersion);
+  w.attr("tandem_version", std::string(kTandemVersion));
+  w.attr("step", meta.step);
+  w.attr("weights_version", meta.step);
+  w.attr("data_position", meta.step);
+  w.attr("seed", static_cast<int64_t>(meta.seed));
+  w.attr("rng", std::string("counter-based: every random draw is a pure function of (seed, step, index)"));
+  w.attr("config", meta.config_yaml);
+  w.attr("layout", meta.layout);
+  w.attr("has_optimizer_state", int64_t{has_optimizer_state ? 1 : 0});
+  w.attr("has_master_weights", int64_t{has_master ? 1 : 0});
+  w.attr("adam_step", has_optimizer_state ? meta.step : int64_t{0});
+  w.attr("model_layers", int64_t{m.layers});
+  w.attr("model_dim", int64_t{m.dim});
+  w.attr("model_heads", int64_t{m.heads});
+  w.attr("model_vocab", int64_t{m.vocab});
+  w.attr("model_seq_len", int64_t{m.seq_len});
+}
+
+ModelOptions checkpoint_model_options(const ckpt::TensorFileReader& r) {
+  ModelOptions m;
+  std::pair<const char*, int*> keys[] = {{"model_layers", &m.layers}, {"model_dim", &m.dim}, {"model_heads", &m.heads},
+                                         {"model_vocab", &m.vocab},   {"model_seq_len", &m.seq_len}};
+  for (auto [k, dst] : keys) {
+    auto v = r.attr_int(k);
+    if (!v) throw CheckpointError(fmt::format("checkpoint {}: no {} attribute (not a Tandem checkpoint?)", r.path(), k));
+    *dst = static_cast<int>(*v);
+  }
+  return m;
+}
+
+std::vector<ckpt::HostTensor> read_model_tensors(const std::string& file, ModelOptions* model) {
+  ckpt::TensorFileReader r(MPI_COMM_SELF, file);
+  const auto fv = r.attr_int("format_version");
+  if (!fv || *fv != kCheckpointFormatVersion)
+    throw CheckpointError(fmt::format("checkpoint {}: format version {} is unknown (this Tandem reads version {})",
+                                      file, fv ? fmt::format("{}", *fv) : "(none)", kCheckpointFormatVersion));
+  *model = checkpoint_model_options(r);
+  std::vector<ckpt::HostTensor> out;
+  for (const CatalogueEntry& e : param_catalogue(*model)) {
+    ckpt::HostTensor t{e.name, e.shape, std::vector<float>(static_cast<size_t>(ckpt::dims_numel(e.shape)))};
+    const Piece all = ckpt::whole_tensor(e.shape);
+    r.read_tensor("model/" + e.path, e.shape, {Segment{t.data.data(), {all}, {all}}});
+    out.push_back(std::move(t));
+  }
+  r.verify();
+  return out;
+}
+
+std::string write_model_checkpoint(const std::string& dir, const ModelOptions& m,
+                                   const std::vector<ckpt::HostTensor>& tensors, const CheckpointMeta& meta) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw CheckpointError(fmt::format("cannot create checkpoint directory {}: {}", dir, ec.message()));
+  const auto cat = param_catalogue(m);
+  TANDEM_CHECK(tensors.size() == cat.size(), "{} tensors for a model of {} parameters", tensors.size(), cat.size());
+  {
+    ckpt::TensorFileWriter w(MPI_COMM_SELF, ckpt::temp_path(dir, meta.step));
+    write_checkpoint_attrs(w, m, meta, false, false);
+    for (size_t i = 0; i < cat.size(); ++i) {
+      const ckpt::HostTensor& t = tensors[i];
+      TANDEM_CHECK(t.name == cat[i].name && t.shape == cat[i].shape, "tensor {} {} where the model has {} {}", t.name,
+                   ckpt::dims_str(t.shape), cat[i].name, ckpt::dims_str(cat[i].shape));
+      w.write_tensor("model/" + cat[i].path, t.shape,
+                     {Segment{const_cast<float*>(t.data.data()), {ckpt::whole_tensor(t.shape)}, {}}});
+    }
+    w.close();
+  }
+  return ckpt::publish(dir, meta.step, 0);
+}
+
+Checkpointer::Checkpointer(Backend& be, Mesh& mesh, const ModelOptions& model, int zero,
+                           std::vector<CheckpointChunk> chunks)
+    : be_(be), mesh_(mesh), model_(model), zero_(zero), chunks_(std::move(chunks)) {}
+
+CheckpointIoStats Checkpointer::save(const std::string& dir, const CheckpointMeta& meta, int keep_last) {
+  const auto t0 = Clock::now();
+  MPI_Comm comm = mesh_.world_comm();
+  std::string mkdir_error;
+  if (mesh_.world_rank() == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) mkdir_error = ec.message();
+  }
+  if (!all_ok(comm, mkdir_error.empty()))
+    throw CheckpointError(fmt::format("cannot create checkpoint directory {} (train.checkpoint.dir): {}", dir,
+                                      mkdir_error.empty() ? "failed on rank 0" : mkdir_error));
+  const int dpr = mesh_.dp_rank(), dps = mesh_.dp_size();
+  std::vector<Tensor> keep;
+  const size_t nc = chunks_.size();
+  std::vector<float*> vals(nc);
+  std::vector<std::array<float*, 3>> state(nc);
+  std::vector<std::vector<OwnedRange>> pw(nc), sw(nc);
+  const bool has_master = chunks_.front().opt->has_master();
+  for (size_t c = 0; c < nc; ++c) {
+    ParamStore& st = chunks_[c].model->params();
+    AdamWOptimizer& opt = *chunks_[c].opt;
+    vals[c] = host_of(be_, st.values(), keep, true);
+    state[c] = {host_of(be_, opt.m(), keep, true), host_of(be_, opt.v(), keep, true),
+                has_master ? host_of(be_, opt.master(), keep, true) : nullptr};
+    pw[c] = owned_param_writes(st, dpr, dps);
+    sw[c] = owned_state_writes(st, opt.state_views(), zero_, dpr, dps);
+  }
+  const auto cat = param_catalogue(model_);
+  const std::string tmp = ckpt::temp_path(dir, meta.step);
+  ckpt::TensorFileWriter w(comm, tmp);
+  write_checkpoint_attrs(w, model_, meta, true, has_master);
+  for (const CatalogueEntry& e : cat) {
+    std::vector<Segment> segs;
+    for (size_t c = 0; c < nc; ++c) {
+      ParamStore& st = chunks_[c].model->params();
+      for (const OwnedRange& o : pw[c]) {
+        const Param& p = st.at(o.param);
+        if (p.spec.name == e.name) segs.push_back({vals[c] + p.offset, ParamStore::pieces(p, o.begin, o.end), {}});
+      }
+    }
+    w.write_tensor("model/" + e.path, e.shape, segs);
+  }
+  for (int s = 0; s < (has_master ? 3 : 2); ++s) {
+    for (const CatalogueEntry& e : cat) {
+      std::vector<Segment> segs;
+      for (size_t c = 0; c < nc; ++c) {
+        ParamStore& st = chunks_[c].model->params();
+        for (const OwnedRange& o : sw[c]) {
+          const Param& p = st.at(o.param);
+          if (p.spec.name == e.name)
+            segs.push_back({state[c][s] + o.packed, rebased(ParamStore::pieces(p, o.begin, o.end), o.begin), {}});
+        }
+      }
+      w.write_tensor(fmt::format("optimizer/{}/{}", kStates[s], e.path), e.shape, segs);
+    }
+  }
+  CheckpointIoStats out;
+  out.bytes = w.close();
+  out.step = meta.step;
+  std::string publish_error;
+  if (mesh_.world_rank() == 0) {
+    try {
+      out.path = ckpt::publish(dir, meta.step, keep_last);
+    } catch (const std::exception& e) {
+      publish_error = e.what();
+    }
+  }
+  if (!all_ok(comm, publish_error.empty()))
+    throw CheckpointError(publish_error.empty() ? "publishing the checkpoint failed on rank 0" : publish_error);
+  if (out.path.empty()) out.path = ckpt::final_path(dir, meta.step);
+  out.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return out;
+}
+
+CheckpointIoStats Checkpointer::load(const std::string& file) {
+  const auto t0 = Clock::now();
+  MPI_Comm comm = mesh_.world_comm();
+  ckpt::TensorFileReader r(comm, file);
+  const auto cat = param_catalogue(model_);
+
+  // 1. Check everything before any state changes (identically on every rank).
+  std::vector<std::string> problems;
+  const auto fv = r.attr_int("format_version");
+  if (!fv)
+    throw CheckpointError(fmt::format("checkpoint {}: no format_version attribute (not a Tandem checkpoint?)", file));
+  if (*fv != kCheckpointFormatVersion)
+    throw CheckpointError(fmt::format("checkpoint {}: format version {} is unknown (this Tandem {} reads version {})",
+                                      file, *fv, kTandemVersion, kCheckpointFormatVersion));
+  const auto step_attr = r.attr_int("step");
+  if (!step_attr || *step_attr < 0)
+    throw CheckpointError(fmt::format("checkpoint {}: missing or negative step attribute", file));
+  const bool has_opt = r.attr_int("has_optimizer_state").value_or(0) == 1;
+  const std::pair<const char*, int> dims[] = {{"model_layers", model_.layers}, {"model_dim", model_.dim},
+                                              {"model_heads", model_.heads},   {"model_vocab", model_.vocab},
+                                              {"model_seq_len", model_.seq_len}};
+  for (auto [key, want] : dims) {
+    auto got = r.attr_int(key);
+    if (got && *got != want)
+      problems.push_back(fmt::format("model.{}: the checkpoint has {}, the config {}", key + 6, *got, want));
+  }
+  std::set<std::string> expected;
+  auto check = [&](const std::string& name, const Shape& shape) {
+    expected.insert(name);
+    if (!r.has(name)) {
+      problems.push_back(fmt::format("missing dataset {}", name));
+      return;
+    }
+    const ckpt::DatasetInfo inf = r.info(name);
+    if (inf.shape != shape || inf.dtype != "float32")
+      problems.push_back(fmt::format("dataset {} is {} {}, the config expects float32 {}", name, inf.dtype,
+                                     ckpt::dims_str(inf.shape), ckpt::dims_str(shape)));
+  };
+  for (const CatalogueEntry& e : cat) check("model/" + e.path, e.shape);
+  if (has_opt)
+    for (int s = 0; s < 2; ++s)
+      for (const CatalogueEntry& e : cat) check(fmt::format("optimizer/{}/{}", kStates[s], e.path), e.shape);
+  for (const std::string& d : r.datasets())
+    if (d.rfind("model/", 0) == 0 && !expected.count(d))
+      problems.push_back(fmt::format("dataset {} is not part of this model", d));
+  if (!problems.empty()) {
+    const size_t shown = std::min<size_t>(problems.size(), 8);
+    std::vector<std::string> head(problems.begin(), problems.begin() + shown);
+    throw CheckpointError(fmt::format(
+        "checkpoint {} does not match the config (model: {}): {}{}", file, model_line(model_), fmt::join(head, "; "),
+        problems.size() > shown ? fmt::format("; and {} more", problems.size() - shown) : ""));
+  }
+  bool file_master = has_opt && r.attr_int("has_master_weights").value_or(0) == 1;
+  for (const CatalogueEntry& e : cat)
+    file_master = file_master && r.has("optimizer/master/" + e.path);
+
+  // 2. Read this rank's hyperslabs into host buffers.
+  const int dpr = mesh_.dp_rank(), dps = mesh_.dp_size();
+  const size_t nc = chunks_.size();
+  const bool run_master = chunks_.front().opt->has_master();
+  std::vector<Tensor> keep;
+  std::vector<float*> vals(nc);
+  std::vector<std::array<float*, 3>> state(nc);
+  std::vector<std::vector<OwnedRange>> pw(nc), sw(nc);
+  std::vector<std::vector<AdamWOptimizer::StateView>> views(nc);
+  for (size_t c = 0; c < nc; ++c) {
+    ParamStore& st = chunks_[c].model->params();
+    AdamWOptimizer& opt = *chunks_[c].opt;
+    vals[c] = host_of(be_, st.values(), keep, true);  // copy in: padding rows keep their values
+    state[c] = {host_of(be_, opt.m(), keep, false), host_of(be_, opt.v(), keep, false),
+                run_master ? host_of(be_, opt.master(), keep, false) : nullptr};
+    pw[c] = owned_param_writes(st, dpr, dps);
+    views[c] = opt.state_views();
+    sw[c] = owned_state_writes(st, views[c], zero_, dpr, dps);
+  }
+  for (const CatalogueEntry& e : cat) {
+    std::vector<Segment> segs;
+    for (size_t c = 0; c < nc; ++c) {
+      ParamStore& st = chunks_[c].model->params();
+      Param* p = st.find(e.name);
+      if (!p) continue;
+      Segment seg{vals[c] + p->offset, ParamStore::pieces(*p), {}};
+      for (const OwnedRange& o : pw[c])
+        if (&st.at(o.param) == p)
+          for (Piece& q : ParamStore::pieces(*p, o.begin, o.end)) seg.vouch.push_back(q);
+      segs.push_back(std::move(seg));
+    }
+    r.read_tensor("model/" + e.path, e.shape, segs);
+  }
+  const int nstates = has_opt ? (file_master && run_master ? 3 : 2) : 0;
+  for (int s = 0; s < nstates; ++s) {
+    for (const CatalogueEntry& e : cat) {
+      std::vector<Segment> segs;
+      for (size_t c = 0; c < nc; ++c) {
+        ParamStore& st = chunks_[c].model->params();
+        for (const auto& v : views[c]) {
+          const Param& p = st.at(v.param);
+          if (p.spec.name != e.name) continue;
+          Segment seg{state[c][s] + v.packed, rebased(ParamStore::pieces(p, v.begin, v.end), v.begin), {}};
+          for (const OwnedRange& o : sw[c])
+            if (o.param == v.param && o.begin >= v.begin && o.end <= v.end)
+              for (Piece& q : rebased(ParamStore::pieces(p, o.begin, o.end), v.begin)) seg.vouch.push_back(q);
+          segs.push_back(std::move(seg));
+        }
+      }
+      r.read_tensor(fmt::format("optimizer/{}/{}", kStates[s], e.path), e.shape, segs);
+    }
+  }
+  r.verify();
+
+  // 3. Install: device copies, optimizer state, master weights.
+  size_t k = 0;
+  for (size_t c = 0; c < nc; ++c) {
+    ParamStore& st = chunks_[c].model->params();
+    AdamWOptimizer& opt = *chunks_[c].opt;
+    if (!st.values().is_cpu()) be_.copy(st.values(), keep[k++]);
+    Tensor* dev[3] = {&opt.m(), &opt.v(), run_master ? &opt.master() : nullptr};
+    for (int s = 0; s < 3; ++s) {
+      if (!dev[s] || dev[s]->is_cpu()) continue;
+      Tensor& h = keep[k++];
+      if (s < nstates) be_.copy(*dev[s], h);
+    }
+    if (!has_opt) {
+      be_.zero(opt.m());
+      be_.zero(opt.v());
+    }
+    if (run_master && nstates < 3) opt.reset_master_from_values();
+  }
+  CheckpointIoStats out;
+  out.path = file;
+  out.step = *step_attr;
+  out.bytes = r.bytes_read();
+  out.had_optimizer_state = has_opt;
+  out.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return out;
+}
+
+}  // namespace tandem
