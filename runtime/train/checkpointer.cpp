@@ -4,6 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <set>
 
@@ -40,6 +43,19 @@ const char* const kStates[] = {"m", "v", "master"};
 
 std::string model_line(const ModelOptions& m) {
   return fmt::format("layers={} dim={} heads={} vocab={} seq_len={}", m.layers, m.dim, m.heads, m.vocab, m.seq_len);
+}
+
+// Fault injection for the kill-during-save test: TANDEM_FAULT_SAVE_PAUSE=STEP:SECONDS makes
+// every rank sleep for SECONDS in the middle of the save of step STEP (after the weights,
+// before the optimizer state), so a test can kill a rank while the file is half written.
+void fault_pause(int64_t step) {
+  const char* env = std::getenv("TANDEM_FAULT_SAVE_PAUSE");
+  long long at = -1;
+  double secs = 0;
+  if (env && std::sscanf(env, "%lld:%lf", &at, &secs) == 2 && at == step) {
+    spdlog::warn("TANDEM_FAULT_SAVE_PAUSE: pausing {} s inside the save of step {}", secs, step);
+    std::this_thread::sleep_for(std::chrono::duration<double>(secs));
+  }
 }
 
 bool all_ok(MPI_Comm comm, bool ok) {
@@ -171,6 +187,7 @@ CheckpointIoStats Checkpointer::save(const std::string& dir, const CheckpointMet
     }
     w.write_tensor("model/" + e.path, e.shape, segs);
   }
+  fault_pause(meta.step);
   for (int s = 0; s < (has_master ? 3 : 2); ++s) {
     for (const CatalogueEntry& e : cat) {
       std::vector<Segment> segs;

@@ -7,9 +7,15 @@ without `transformers` or `safetensors` (run with Debian's /usr/bin/python3 + py
            windows of the Tandem token shard SHARD; window w is
            tokens[w*SEQ_LEN : w*SEQ_LEN + SEQ_LEN + 1] (inputs, then targets shifted by one).
     hf_gpt2_torch.py random OUT_DIR --layers L --dim C --heads H --vocab V --positions P --seed S
+                            [--attn-std A]
         -> OUT_DIR/model.safetensors (F32, HF names, no lm_head) + OUT_DIR/config.json for a
            random GPT-2: weights and biases std 0.02, LayerNorm weights 1 + 0.1*randn and
-           biases 0.02*randn, so every tensor affects the loss.
+           biases 0.02*randn, so every tensor affects the loss. With std 0.02 the attention
+           scores q.k/sqrt(head_dim) are ~1e-3, so attention is almost uniform and the q and k
+           columns of c_attn move the loss only ~1e-6 relative (below an fp32 comparison's
+           tolerance); --attn-std A (default 0.02) draws every c_attn.weight with std A
+           instead, e.g. 0.2 makes a q/k or head-order mistake move the loss by >= ~5e-5.
+           The same draws either way (only the scale differs).
     hf_gpt2_torch.py shard OUT.bin --from SHARD --windows N --seq-len T
         -> a Tandem token shard holding the first N*T+1 tokens of SHARD (same vocab field).
 
@@ -263,6 +269,8 @@ def cmd_random(a):
     for k in ("layers", "dim", "heads", "vocab", "positions"):
         if getattr(a, k) <= 0:
             raise UserError(f"--{k} {getattr(a, k)} must be positive")
+    if not a.attn_std > 0:
+        raise UserError(f"--attn-std {a.attn_std} must be positive")
     if a.dim % a.heads:
         raise UserError(f"--dim {a.dim} is not a multiple of --heads {a.heads}")
     cfg = dict(zip(CONFIG_KEYS, (a.layers, a.dim, a.heads, a.vocab, a.positions)))
@@ -272,7 +280,8 @@ def cmd_random(a):
         for name, p in model.named_parameters():
             r = torch.randn(p.shape, generator=gen)
             is_ln_weight = ".ln_" in name and name.endswith(".weight")
-            p.copy_(1.0 + 0.1 * r if is_ln_weight else 0.02 * r)
+            std = a.attn_std if name.endswith(".attn.c_attn.weight") else 0.02
+            p.copy_(1.0 + 0.1 * r if is_ln_weight else std * r)
     os.makedirs(a.out_dir, exist_ok=True)
     write_safetensors(os.path.join(a.out_dir, "model.safetensors"), model.state_dict(),
                       {"format": "pt"})
@@ -305,6 +314,8 @@ def main(argv):
     for k in ("layers", "dim", "heads", "vocab", "positions"):
         p.add_argument(f"--{k}", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attn-std", type=float, default=0.02,
+                   help="std of every attn.c_attn.weight (default 0.02, like the rest)")
     p = sub.add_parser("shard", help="write the first windows of a token shard")
     p.add_argument("out")
     p.add_argument("--from", dest="src", required=True)
