@@ -54,6 +54,27 @@ pass "SIGKILL during a save: latest kept step 3, which loads and resumes exactly
 
 # ---------------------------------------------------------------- 2. refusals
 good=$WORK/straight/step_00000006.h5
+# The file reads without Tandem, and docs/checkpoints.md's numpy checksum matches every dataset.
+"$PY" - "$good" <<'PY' || fail "an h5py reader disagrees with docs/checkpoints.md"
+import h5py, numpy as np, sys
+def splitmix64(x):
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+with h5py.File(sys.argv[1], "r") as f:
+    names = []
+    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    assert f.attrs["format_version"] == 1 and f.attrs["step"] == 6, dict(f.attrs)
+    assert f["model/wte/weight"].shape == (50257, 64), f["model/wte/weight"].shape
+    for n in names:
+        w = f[n][...]
+        i = np.arange(w.size, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            h = splitmix64((i << np.uint64(32)) ^ w.ravel().view(np.uint32).astype(np.uint64))
+            assert int(h.sum(dtype=np.uint64)) == int(f[n].attrs["checksum"]), n
+    print(f"h5py: {len(names)} datasets, every numpy checksum matches")
+PY
 refuse() {  # refuse NAME EXPECTED_REGEX [overrides...]: resume from $WORK/$NAME must fail so
   local name=$1 want=$2; shift 2
   local dir=$WORK/$name before latest_before

@@ -2,9 +2,9 @@
 # The acceptance test of parallel training: every layout computes the same model as one rank.
 # 10 steps of configs/quickstart.yaml on world sizes 1, 2, 4 and 8 (oversubscribed), with
 # recompute none/selective/full, zero 0/1, offload on/off and gpipe/1f1b/interleaved mixed
-# across layouts; the per-step training loss must match the 1-rank run within a relative
-# tolerance of 1e-5 (fp32; the differences come only from summation order), and the final
-# validation loss too. Every run is under a hard timeout, so a deadlock fails the test.
+# across layouts; the per-step training loss and gradient norm must match the 1-rank run
+# within a relative tolerance of 1e-5 (fp32; the differences come only from summation order),
+# and the final validation loss too. Every run is under a hard timeout, so a deadlock fails the test.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh" "$@"
 need_data
@@ -45,17 +45,18 @@ import json, sys
 work, tol, names = sys.argv[1], float(sys.argv[2]), [s.split()[0] for s in sys.argv[3:]]
 def losses(name):
     recs = [json.loads(l) for l in open(f"{work}/{name}.jsonl")]
-    return [r["loss"] for r in recs], recs[-1].get("val_loss")
-base, base_val = losses("base")
+    return [r["loss"] for r in recs], recs[-1].get("val_loss"), [r["grad_norm"] for r in recs]
+base, base_val, base_norm = losses("base")
 assert len(base) == 10, base
 ok = True
 for n in names:
-    got, val = losses(n)
+    got, val, norm = losses(n)
     worst = max(abs(a - b) / abs(b) for a, b in zip(got, base))
+    nworst = max(abs(a - b) / abs(b) for a, b in zip(norm, base_norm))
     vrel = abs(val - base_val) / abs(base_val)
-    good = len(got) == 10 and worst <= tol and vrel <= tol
+    good = len(got) == 10 and len(norm) == 10 and worst <= tol and nworst <= tol and vrel <= tol
     ok &= good
-    print(f"{n:10s} max rel diff {worst:.2e} over 10 steps, val {vrel:.2e}  {'ok' if good else 'FAIL'}")
+    print(f"{n:10s} max rel diff {worst:.2e} over 10 steps, grad_norm {nworst:.2e}, val {vrel:.2e}  {'ok' if good else 'FAIL'}")
 print("1-rank losses:", " ".join(f"{x:.6f}" for x in base))
 sys.exit(0 if ok else 1)
 PY
