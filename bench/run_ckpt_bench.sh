@@ -34,6 +34,7 @@ ROUNDS=${2:-3}
 BUILD=${BUILD:-$ROOT/build}
 SEQ=${SEQ:-64}
 BENCH_DIR=${BENCH_DIR:-$ROOT/out}
+PYTHON=${PYTHON:-/usr/bin/python3}  # with numpy (Debian's python3-numpy, installed by ./launch/setup)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 LC_ALL=C
 [ -x "$BUILD/tandem" ] || { echo "$BUILD/tandem not built" >&2; exit 2; }
 command -v mpirun >/dev/null || { echo "mpirun missing (./launch/setup)" >&2; exit 2; }
@@ -73,7 +74,7 @@ echo "rounds: $ROUNDS alternated (tandem save, dd write, tandem load, dd read); 
 rows=()
 size=0
 for n in $RANKS_LIST; do
-  for k in save_s save_b ddw_s load_s ddr_s; do : > "$TMP/$k"; done
+  for k in save_s save_b ddw_s load_s ddr_s rdb_s; do : > "$TMP/$k"; done
   run=(--set parallel.dp="$n" --set parallel.zero=1 --set train.batch="$n" "${common[@]}" "${extra[@]}")
   for r in $(seq 1 "$ROUNDS"); do
     dir=$TMP/ckpt-$n-$r
@@ -98,19 +99,37 @@ for n in $RANKS_LIST; do
     before_read "$TMP/dd.bin"
     dd if="$TMP/dd.bin" of=/dev/null bs=4M 2> "$TMP/ddr.log"
     ddr=$(dd_seconds "$TMP/ddr.log"); echo "$ddr" >> "$TMP/ddr_s"
+    # A second read baseline: read() of the checkpoint into one pre-touched buffer of its size,
+    # which is where a load must land its bytes (dd reuses one 4 MiB buffer and discards them).
+    before_read "$file"
+    rdb=$("$PYTHON" - "$file" <<'PY'
+import sys, time, numpy as np
+path = sys.argv[1]
+import os
+buf = np.ones(os.path.getsize(path), dtype=np.uint8)  # touched, like Tandem's zeroed buffers
+t = time.perf_counter()
+with open(path, "rb", buffering=0) as f:
+    mv, got = memoryview(buf), 0
+    while got < len(buf):
+        got += f.readinto(mv[got:got + (64 << 20)])
+print(f"{time.perf_counter() - t:.4f}")
+PY
+)
+    echo "$rdb" >> "$TMP/rdb_s"
     rm -rf "$dir" "$TMP/dd.bin"
-    awk -v n="$n" -v r="$r" -v b="$size" -v s="$save_s" -v w="$ddw" -v l="$load_s" -v d="$ddr" 'BEGIN {
-      printf "  %d rank(s) round %d: save %.2f s (%.2f GB/s), dd write %.2f s (%.2f GB/s) | load %.2f s (%.2f GB/s), dd read %.2f s (%.2f GB/s)\n",
-        n, r, s, b / 1e9 / s, w, b / 1e9 / w, l, b / 1e9 / l, d, b / 1e9 / d }'
+    awk -v n="$n" -v r="$r" -v b="$size" -v s="$save_s" -v w="$ddw" -v l="$load_s" -v d="$ddr" -v q="$rdb" 'BEGIN {
+      printf "  %d rank(s) round %d: save %.2f s (%.2f GB/s), dd write %.2f s (%.2f GB/s) | load %.2f s (%.2f GB/s), dd read %.2f s (%.2f GB/s), read into a buffer %.2f s (%.2f GB/s)\n",
+        n, r, s, b / 1e9 / s, w, b / 1e9 / w, l, b / 1e9 / l, d, b / 1e9 / d, q, b / 1e9 / q }'
   done
   rows+=("$(awk -v n="$n" -v b="$size" -v mib="$(median < "$TMP/save_b")" -v s="$(median < "$TMP/save_s")" \
-    -v w="$(median < "$TMP/ddw_s")" -v l="$(median < "$TMP/load_s")" -v d="$(median < "$TMP/ddr_s")" 'BEGIN {
-    printf "| %d | %.2f | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2f | %.2fx |",
-      n, s, mib * 1048576 / 1e9 / s, b / 1e9 / w, s / w, l, b / 1e9 / l, b / 1e9 / d, l / d }')")
+    -v w="$(median < "$TMP/ddw_s")" -v l="$(median < "$TMP/load_s")" -v d="$(median < "$TMP/ddr_s")" \
+    -v q="$(median < "$TMP/rdb_s")" 'BEGIN {
+    printf "| %d | %.2f | %.2f | %.2f | %.2fx | %.2f | %.2f | %.2f | %.2fx | %.2f | %.2fx |",
+      n, s, mib * 1048576 / 1e9 / s, b / 1e9 / w, s / w, l, b / 1e9 / l, b / 1e9 / d, l / d, b / 1e9 / q, l / q }')")
 done
 echo "checkpoint file: $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.1f MiB", b / 1048576 }')); save GB/s = tensor bytes of the \`checkpoint:\` line / s, load and dd GB/s = file bytes / s"
-echo "| ranks | save s | save GB/s | dd write GB/s | ratio | load s | load GB/s | dd read GB/s | ratio |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| ranks | save s | save GB/s | dd write GB/s | ratio | load s | load GB/s | dd read GB/s | ratio | read→buffer GB/s | ratio |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 printf "%s\n" "${rows[@]}"
 
 echo "== training stall per checkpoint: configs/quickstart.yaml, 1 rank, steps=4, checkpoint.every=2"

@@ -69,10 +69,21 @@ Id independent_transfer() {
   return dxpl;
 }
 
-// File and memory selections of one segment; false when it has no pieces.
-bool select_segment(hid_t fspace, const Segment& seg, Id& mspace) {
+// File and memory selections of one segment (the memory space starts at data + offset);
+// false when it has no pieces.
+bool select_segment(hid_t fspace, const Segment& seg, Id& mspace, int64_t& offset) {
   if (seg.pieces.empty()) return false;
   H5Sselect_none(fspace);
+  if (seg.pieces.size() == 1) {  // one contiguous run: a plain memory space at its offset
+    const Piece& p = seg.pieces[0];
+    auto st = hs(p.slab.start), sd = hs(p.slab.stride), ct = hs(p.slab.count), bl = hs(p.slab.block);
+    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, st.data(), sd.data(), ct.data(), bl.data());
+    hsize_t n = static_cast<hsize_t>(p.numel);
+    mspace = Id(H5Screate_simple(1, &n, nullptr), H5Sclose);
+    offset = p.local_offset;
+    return true;
+  }
+  offset = 0;
   int64_t extent = 0;
   for (const Piece& p : seg.pieces) {
     auto st = hs(p.slab.start), sd = hs(p.slab.stride), ct = hs(p.slab.count), bl = hs(p.slab.block);
@@ -178,8 +189,9 @@ void TensorFileWriter::write_tensor(const std::string& name, const Dims& shape, 
   uint64_t sum = 0;
   for (const Segment& seg : segs) {
     Id fspace(H5Scopy(space), H5Sclose), mspace;
-    if (!select_segment(fspace, seg, mspace)) continue;
-    if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, I.dxpl, seg.data) < 0)
+    int64_t off = 0;
+    if (!select_segment(fspace, seg, mspace, off)) continue;
+    if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, I.dxpl, seg.data + off) < 0)
       fail(I.path, fmt::format("cannot write dataset {}", name));
     sum += pieces_checksum(seg.data, seg.pieces, shape);
   }
@@ -351,8 +363,9 @@ void TensorFileReader::read_tensor(const std::string& name, const Dims& shape, c
   uint64_t sum = 0;
   for (const Segment& seg : segs) {
     Id fspace(H5Scopy(space), H5Sclose), mspace;
-    if (!select_segment(fspace, seg, mspace)) continue;
-    if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, I.dxpl, seg.data) < 0)
+    int64_t off = 0;
+    if (!select_segment(fspace, seg, mspace, off)) continue;
+    if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, I.dxpl, seg.data + off) < 0)
       fail(I.path, fmt::format("cannot read dataset {}", name));
     for (const Piece& p : seg.pieces) I.bytes += p.numel * 4;
     sum += pieces_checksum(seg.data, seg.vouch, shape);
