@@ -9,10 +9,12 @@
 #      moments; without it every rank holds all of them), offload off (no master weights), so
 #      the file holds weights + m + v (124M x 3 float32, ~1.5 GB). Seconds and bytes from the
 #      `checkpoint:` line;
-#   2. dd write of the file's size: dd if=/dev/zero bs=4M conv=fsync (Tandem's save fsyncs too);
+#   2. dd write of the same bytes: dd copies the checkpoint file, bs=4M conv=fsync (Tandem's save
+#      fsyncs too). Not /dev/zero: on the VMs measured, writes of zero pages run up to 4x faster;
 #   3. Tandem load: `--resume` of that dir with train.steps=2, seconds from the `resumed from`
 #      line, GB/s = the file's size on disk / seconds (the line's bytes are rank 0's only);
-#   4. dd read of the dd file, bs=4M.
+#   4. dd read of the dd file, bs=4M (one reused buffer, bytes discarded), and read() of the
+#      checkpoint into one pre-touched buffer of its size (where a load must put the bytes).
 #   The page cache is dropped before both reads (cold), or, where that is not allowed, both
 #   files are read once first (warm); the header says which. `sync` comes before both writes.
 #   The table gives medians over the rounds; ratio = median Tandem seconds / median dd seconds.
@@ -87,7 +89,8 @@ for n in $RANKS_LIST; do
     echo "$save_s" >> "$TMP/save_s"; echo "$save_mib" >> "$TMP/save_b"
 
     sync
-    dd if=/dev/zero of="$TMP/dd.bin" bs=4M count="$size" iflag=count_bytes conv=fsync 2> "$TMP/ddw.log"
+    # The same bytes: dd copies the checkpoint just written (from the page cache) with fsync.
+    dd if="$file" of="$TMP/dd.bin" bs=4M conv=fsync 2> "$TMP/ddw.log"
     ddw=$(dd_seconds "$TMP/ddw.log"); echo "$ddw" >> "$TMP/ddw_s"
 
     before_read "$file"
