@@ -205,7 +205,7 @@ Trainer::Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh)
     StageLayout layout{first, count, v == 0, v == vstages - 1};
     auto model = std::make_unique<Gpt>(be, o.model, layout, mesh.tp(), p.recompute, mesh.dp_size());
     model->set_offload_block_inputs(p.offload);
-    model->init(o.train.seed);
+    if (!o.resume) model->init(o.train.seed);  // a resumed run loads every stored element
     auto sync = std::make_unique<GradSync>(model->params(), mesh.dp(), p.zero, bucket);
     I.opts.push_back(std::make_unique<AdamWOptimizer>(model->params(), sync->owned(), ac));
     I.syncs.push_back(std::move(sync));

@@ -38,8 +38,8 @@ need_data
 
 TOL=2e-6      # relative, on the loss (golden_test.cpp kRel)
 B=8 T=64      # train.batch (quickstart's) and model.seq_len
-small=(--set model.layers=2 --set model.dim=64 --set model.heads=4 --set model.seq_len=$T
-       --set train.threads=1 --set sample.count=0 --set train.eval_batches=1 --set train.batch=$B)
+small=(--set model.layers=2 --set model.dim=64 --set model.heads=4 --set "model.seq_len=$T"
+       --set train.threads=1 --set sample.count=0 --set train.eval_batches=1 --set "train.batch=$B")
 t_begin=$(date +%s)
 
 # run NAME CMD...: runs a command under a timeout, output in $WORK/NAME.log; fails with its tail.
