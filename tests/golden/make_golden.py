@@ -6,7 +6,7 @@ Regenerate (Debian's python3-torch):
     /usr/bin/python3 tests/golden/make_golden.py            # from the repository root
 The output is deterministic for a given torch build (fixed seeds, one thread).
 
-Contract: the model mirrors /work/shared/peers/torch_gpt_bench.py (learned wte/wpe, pre-LN
+Contract: the model mirrors ../shared/peers/torch_gpt_bench.py (learned wte/wpe, pre-LN
 blocks, qkv Linear(C,3C) with rows q heads | k heads | v heads, GELU tanh, ln_f, LM head tied
 to wte, LayerNorm eps 1e-5). Weights are random (std 0.02) with non-trivial LayerNorm
 weights/biases and Linear biases, so every parameter affects the loss. Parameters are named
