@@ -100,6 +100,17 @@ bool select_segment(hid_t fspace, const Segment& seg, Id& mspace, int64_t& offse
   return true;
 }
 
+std::optional<uint64_t> stored_checksum(hid_t ds) {
+  std::optional<uint64_t> out;
+  if (H5Aexists(ds, "checksum") > 0) {
+    Id a(H5Aopen(ds, "checksum", H5P_DEFAULT), H5Aclose);
+    uint64_t v = 0;
+    if (H5Aread(a, H5T_NATIVE_UINT64, &v) >= 0) out = v;
+  }
+  H5Eclear2(H5E_DEFAULT);
+  return out;
+}
+
 Dims dataset_dims(hid_t ds) {
   Id space(H5Dget_space(ds), H5Sclose);
   const int nd = H5Sget_simple_extent_ndims(space);
@@ -211,9 +222,6 @@ void write_attr(hid_t obj, const std::string& file, const std::string& name, hid
 void TensorFileWriter::attr(const std::string& name, int64_t value) {
   write_attr(impl_->file, impl_->path, name, H5T_NATIVE_INT64, &value);
 }
-void TensorFileWriter::attr(const std::string& name, double value) {
-  write_attr(impl_->file, impl_->path, name, H5T_NATIVE_DOUBLE, &value);
-}
 void TensorFileWriter::attr(const std::string& name, const std::string& value) {
   TANDEM_CHECK(value.size() < 60000, "checkpoint {}: attribute {} of {} bytes is too long", impl_->path, name,
                value.size());
@@ -246,7 +254,12 @@ struct TensorFileReader::Impl {
   std::string path;
   Id file, dxpl;
   std::vector<std::string> names;
-  std::vector<std::pair<std::string, uint64_t>> sums;  // in read order
+  struct Read {
+    std::string name;
+    uint64_t sum = 0;                 // this rank's share
+    std::optional<uint64_t> stored;   // the dataset's checksum attribute
+  };
+  std::vector<Read> reads;  // in read order
   int64_t bytes = 0;
 };
 
@@ -305,12 +318,7 @@ DatasetInfo TensorFileReader::info(const std::string& name) const {
   else if (H5Tget_class(t) == H5T_FLOAT) out.dtype = fmt::format("float{}", H5Tget_size(t) * 8);
   else if (H5Tget_class(t) == H5T_INTEGER) out.dtype = fmt::format("int{}", H5Tget_size(t) * 8);
   else out.dtype = "other";
-  if (H5Aexists(ds, "checksum") > 0) {
-    Id a(H5Aopen(ds, "checksum", H5P_DEFAULT), H5Aclose);
-    uint64_t v = 0;
-    if (H5Aread(a, H5T_NATIVE_UINT64, &v) >= 0) out.checksum = v;
-  }
-  H5Eclear2(H5E_DEFAULT);
+  out.checksum = stored_checksum(ds);
   return out;
 }
 
@@ -319,14 +327,6 @@ std::optional<int64_t> TensorFileReader::attr_int(const std::string& name) const
   Id a(H5Aopen(impl_->file, name.c_str(), H5P_DEFAULT), H5Aclose);
   int64_t v = 0;
   if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) fail(impl_->path, fmt::format("attribute {} is not an integer", name));
-  return v;
-}
-
-std::optional<double> TensorFileReader::attr_double(const std::string& name) const {
-  if (H5Aexists(impl_->file, name.c_str()) <= 0) return std::nullopt;
-  Id a(H5Aopen(impl_->file, name.c_str(), H5P_DEFAULT), H5Aclose);
-  double v = 0;
-  if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) fail(impl_->path, fmt::format("attribute {} is not a number", name));
   return v;
 }
 
@@ -370,22 +370,22 @@ void TensorFileReader::read_tensor(const std::string& name, const Dims& shape, c
     for (const Piece& p : seg.pieces) I.bytes += p.numel * 4;
     sum += pieces_checksum(seg.data, seg.vouch, shape);
   }
-  I.sums.emplace_back(name, sum);
+  I.reads.push_back({name, sum, stored_checksum(ds)});
 }
 
 void TensorFileReader::verify() {
   Impl& I = *impl_;
-  std::vector<uint64_t> mine, total(I.sums.size());
-  for (auto& [n, s] : I.sums) mine.push_back(s);
+  std::vector<uint64_t> mine, total(I.reads.size());
+  for (const auto& r : I.reads) mine.push_back(r.sum);
   MPI_Allreduce(mine.data(), total.data(), static_cast<int>(mine.size()), MPI_UINT64_T, MPI_SUM, I.comm);
   std::vector<std::string> bad;
-  for (size_t i = 0; i < I.sums.size(); ++i) {
-    const DatasetInfo inf = info(I.sums[i].first);
-    if (!inf.checksum) bad.push_back(I.sums[i].first + " (no checksum attribute)");
-    else if (*inf.checksum != total[i])
-      bad.push_back(fmt::format("{} (checksum {:016x}, data hashes to {:016x})", I.sums[i].first, *inf.checksum, total[i]));
+  for (size_t i = 0; i < I.reads.size(); ++i) {
+    const auto& r = I.reads[i];
+    if (!r.stored) bad.push_back(r.name + " (no checksum attribute)");
+    else if (*r.stored != total[i])
+      bad.push_back(fmt::format("{} (checksum {:016x}, data hashes to {:016x})", r.name, *r.stored, total[i]));
   }
-  I.sums.clear();
+  I.reads.clear();
   if (!bad.empty())
     throw CheckpointError(fmt::format("checkpoint {} is corrupt: {} dataset(s) fail their checksum: {}", I.path,
                                       bad.size(), fmt::join(bad, "; ")));

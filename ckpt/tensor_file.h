@@ -54,7 +54,6 @@ class TensorFileWriter {
   ~TensorFileWriter();                                        // closes without checksums if open
   void write_tensor(const std::string& name, const Dims& shape, const std::vector<Segment>& segs);
   void attr(const std::string& name, int64_t value);
-  void attr(const std::string& name, double value);
   void attr(const std::string& name, const std::string& value);
   // All-reduces checksums, writes them, flushes and closes. Returns the bytes of tensor data.
   int64_t close();
@@ -79,7 +78,6 @@ class TensorFileReader {
   DatasetInfo info(const std::string& name) const;  // throws naming a missing dataset
   std::vector<std::string> datasets() const;        // every dataset path, sorted
   std::optional<int64_t> attr_int(const std::string& name) const;
-  std::optional<double> attr_double(const std::string& name) const;
   std::optional<std::string> attr_string(const std::string& name) const;
   // Reads this rank's pieces. The dataset must exist with `shape` (callers check first for a
   // friendlier message; this throws too).

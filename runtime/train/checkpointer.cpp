@@ -88,6 +88,15 @@ void write_checkpoint_attrs(ckpt::TensorFileWriter& w, const ModelOptions& m, co
   w.attr("model_seq_len", int64_t{m.seq_len});
 }
 
+void check_format(const ckpt::TensorFileReader& r) {
+  const auto fv = r.attr_int("format_version");
+  if (!fv)
+    throw CheckpointError(fmt::format("checkpoint {}: no format_version attribute (not a Tandem checkpoint?)", r.path()));
+  if (*fv != kCheckpointFormatVersion)
+    throw CheckpointError(fmt::format("checkpoint {}: format version {} is unknown (this Tandem {} reads version {})",
+                                      r.path(), *fv, kTandemVersion, kCheckpointFormatVersion));
+}
+
 ModelOptions checkpoint_model_options(const ckpt::TensorFileReader& r) {
   ModelOptions m;
   std::pair<const char*, int*> keys[] = {{"model_layers", &m.layers}, {"model_dim", &m.dim}, {"model_heads", &m.heads},
@@ -102,10 +111,7 @@ ModelOptions checkpoint_model_options(const ckpt::TensorFileReader& r) {
 
 std::vector<ckpt::HostTensor> read_model_tensors(const std::string& file, ModelOptions* model) {
   ckpt::TensorFileReader r(MPI_COMM_SELF, file);
-  const auto fv = r.attr_int("format_version");
-  if (!fv || *fv != kCheckpointFormatVersion)
-    throw CheckpointError(fmt::format("checkpoint {}: format version {} is unknown (this Tandem reads version {})",
-                                      file, fv ? fmt::format("{}", *fv) : "(none)", kCheckpointFormatVersion));
+  check_format(r);
   *model = checkpoint_model_options(r);
   std::vector<ckpt::HostTensor> out;
   for (const CatalogueEntry& e : param_catalogue(*model)) {
@@ -228,12 +234,7 @@ CheckpointIoStats Checkpointer::load(const std::string& file) {
 
   // 1. Check everything before any state changes (identically on every rank).
   std::vector<std::string> problems;
-  const auto fv = r.attr_int("format_version");
-  if (!fv)
-    throw CheckpointError(fmt::format("checkpoint {}: no format_version attribute (not a Tandem checkpoint?)", file));
-  if (*fv != kCheckpointFormatVersion)
-    throw CheckpointError(fmt::format("checkpoint {}: format version {} is unknown (this Tandem {} reads version {})",
-                                      file, *fv, kTandemVersion, kCheckpointFormatVersion));
+  check_format(r);
   const auto step_attr = r.attr_int("step");
   if (!step_attr || *step_attr < 0)
     throw CheckpointError(fmt::format("checkpoint {}: missing or negative step attribute", file));

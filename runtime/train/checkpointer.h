@@ -55,6 +55,8 @@ struct CheckpointIoStats {
 // Root attributes of a checkpoint (shared by save() and the tools that write one).
 void write_checkpoint_attrs(ckpt::TensorFileWriter& w, const ModelOptions& m, const CheckpointMeta& meta,
                             bool has_optimizer_state, bool has_master);
+// Throws unless the file is a Tandem checkpoint of the format version this build reads.
+void check_format(const ckpt::TensorFileReader& r);
 // The model sizes a checkpoint records; throws naming a missing attribute.
 ModelOptions checkpoint_model_options(const ckpt::TensorFileReader& r);
 

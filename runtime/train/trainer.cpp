@@ -9,11 +9,11 @@
 #include <cmath>
 #include <random>
 
+#include "ckpt/checkpoint_dir.h"
+#include "ckpt/tensor_file.h"
 #include "parallel/pipeline_schedule.h"
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/data_loader.h"
-#include "ckpt/checkpoint_dir.h"
-#include "ckpt/tensor_file.h"
 #include "runtime/train/adamw_optimizer.h"
 #include "runtime/train/checkpointer.h"
 #include "runtime/train/grad_sync.h"

@@ -12,6 +12,7 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "tests/support/host_tensors.h"
 #include "tests/support/temp_dir.h"
 #include "ckpt/json_lite.h"
 #include "ckpt/safetensors.h"
@@ -23,6 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 
 using tandem::testing::TempDir;
+using tandem::testing::expect_bitwise_equal;
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -69,16 +71,6 @@ HostTensor ramp(const std::string& name, std::vector<int64_t> shape, float base)
   return t;
 }
 
-void expect_same(const std::vector<HostTensor>& a, const std::vector<HostTensor>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t k = 0; k < a.size(); ++k) {
-    EXPECT_EQ(a[k].name, b[k].name);
-    EXPECT_EQ(a[k].shape, b[k].shape) << a[k].name;
-    ASSERT_EQ(a[k].data.size(), b[k].data.size()) << a[k].name;
-    EXPECT_EQ(std::memcmp(a[k].data.data(), b[k].data.data(), a[k].data.size() * 4), 0) << a[k].name;
-  }
-}
-
 // ---------------------------------------------------------------- round trips
 TEST(Safetensors, RoundTripShapesAndMetadata) {
   TempDir dir;
@@ -95,9 +87,9 @@ TEST(Safetensors, RoundTripShapesAndMetadata) {
   write_safetensors(path, ts, meta);
   EXPECT_FALSE(fs::exists(path + ".tmp"));
   std::map<std::string, std::string> got_meta;
-  expect_same(read_safetensors(path, &got_meta), ts);
+  expect_bitwise_equal(read_safetensors(path, &got_meta), ts);
   EXPECT_EQ(got_meta, meta);
-  expect_same(read_safetensors(path), ts);  // metadata pointer optional
+  expect_bitwise_equal(read_safetensors(path), ts);  // metadata pointer optional
 }
 
 TEST(Safetensors, NoMetadataNoTensors) {

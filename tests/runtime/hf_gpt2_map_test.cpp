@@ -10,6 +10,7 @@
 #include <functional>
 #include <random>
 
+#include "tests/support/host_tensors.h"
 #include "tests/support/temp_dir.h"
 #include "ckpt/safetensors.h"
 #include "runtime/core/error.h"
@@ -22,6 +23,7 @@ namespace fs = std::filesystem;
 using ckpt::HostTensor;
 
 using tandem::testing::TempDir;
+using tandem::testing::expect_bitwise_equal;
 
 void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
   try {
@@ -83,16 +85,6 @@ HostTensor* find(std::vector<HostTensor>& ts, const std::string& name) {
   return nullptr;
 }
 
-void expect_bitwise(const std::vector<HostTensor>& a, const std::vector<HostTensor>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t k = 0; k < a.size(); ++k) {
-    EXPECT_EQ(a[k].name, b[k].name);
-    EXPECT_EQ(a[k].shape, b[k].shape) << a[k].name;
-    ASSERT_EQ(a[k].data.size(), b[k].data.size()) << a[k].name;
-    EXPECT_EQ(std::memcmp(a[k].data.data(), b[k].data.data(), a[k].data.size() * 4), 0) << a[k].name;
-  }
-}
-
 TEST(HfGpt2Map, NamesShapesAndOrder) {
   const ModelOptions m = small();
   const auto hf = tandem_to_hf(random_tandem(m), m);
@@ -149,10 +141,10 @@ TEST(HfGpt2Map, RoundTripIsBitwiseInAnyInputOrder) {
   const auto tandem = random_tandem(m);
   auto hf = tandem_to_hf(tandem, m);
   std::reverse(hf.begin(), hf.end());
-  expect_bitwise(hf_to_tandem(hf, m), tandem);
+  expect_bitwise_equal(hf_to_tandem(hf, m), tandem);
   auto shuffled = tandem;
   std::reverse(shuffled.begin(), shuffled.end());
-  expect_bitwise(hf_to_tandem(tandem_to_hf(shuffled, m), m), tandem);
+  expect_bitwise_equal(hf_to_tandem(tandem_to_hf(shuffled, m), m), tandem);
 }
 
 TEST(HfGpt2Map, ImportAcceptsUnprefixedNamesAndIgnoresBuffersAndTiedHead) {
@@ -165,7 +157,7 @@ TEST(HfGpt2Map, ImportAcceptsUnprefixedNamesAndIgnoresBuffersAndTiedHead) {
   HostTensor head = by_name(hf, "wte.weight");
   head.name = "lm_head.weight";
   hf.push_back(head);
-  expect_bitwise(hf_to_tandem(hf, m), tandem);
+  expect_bitwise_equal(hf_to_tandem(hf, m), tandem);
 }
 
 TEST(HfGpt2Map, UntiedOrMisshapenLmHeadIsAnError) {
@@ -306,7 +298,7 @@ TEST(HfGpt2Map, DirectoryRoundTrip) {
     EXPECT_EQ(m2.heads, m.heads);
     EXPECT_EQ(m2.vocab, m.vocab);
     EXPECT_EQ(m2.seq_len, m.seq_len);
-    expect_bitwise(back, tandem);
+    expect_bitwise_equal(back, tandem);
   }
   for (const auto& e : fs::directory_iterator(dir))
     EXPECT_NE(e.path().extension(), ".tmp") << e.path();
