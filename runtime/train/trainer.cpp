@@ -55,19 +55,14 @@ std::vector<float> allreduce_host(Backend& be, Communicator& comm, std::vector<f
 
 }  // namespace
 
-std::pair<int, int> stage_layers(int layers, int vstages, int v) {
-  const int base = layers / vstages, extra = layers % vstages;
-  const int first = v * base + std::min(v, extra);
-  return {first, base + (v < extra ? 1 : 0)};
-}
-
 struct Trainer::Impl {
   Backend& be;
   TrainerOptions o;
   Mesh& mesh;
   int rank;
   std::unique_ptr<DataLoader> train_data, val_data;
-  std::vector<std::unique_ptr<Gpt>> chunks;
+  std::unique_ptr<ModelReplica> replica;
+  std::vector<Gpt*> chunks;  // replica's chunks
   std::vector<std::unique_ptr<GradSync>> syncs;
   std::vector<std::unique_ptr<AdamWOptimizer>> opts;
   std::unique_ptr<PipelineExecutor> exec;
@@ -75,10 +70,33 @@ struct Trainer::Impl {
   std::vector<Action> train_actions, eval_actions;
   MetricsWriter metrics;
   int64_t per_dp = 0, per_micro = 0;  // sequences per dp rank / per micro-batch
+  SafePointHandler* safe_points = nullptr;
+  bool begun = false;
+  int last_step = 0;
+  TrainResult res;
+  std::vector<double> rates;
+  Clock::time_point t_start;
+  double train_seconds = 0.0;
 
   Impl(Backend& b, const TrainerOptions& opts, Mesh& m)
       : be(b), o(opts), mesh(m), rank(m.world_rank()),
         metrics(m.world_rank() == 0 ? opts.metrics_out : std::string()) {}
+
+  double save(int step) {
+    const CheckpointOptions& co = o.train.checkpoint;
+    CheckpointMeta meta;
+    meta.step = step;
+    meta.seed = o.train.seed;
+    meta.config_yaml = o.config_yaml;
+    meta.layout = mesh.describe();
+    const CheckpointIoStats ss = ckpt->save(co.dir, meta, co.keep_last);
+    if (rank == 0) {
+      std::printf("checkpoint: step %d -> %s (%s in %.2f s, %.2f GB/s)\n", step, ss.path.c_str(),
+                  mib(static_cast<double>(ss.bytes)).c_str(), ss.seconds, static_cast<double>(ss.bytes) / 1e9 / std::max(ss.seconds, 1e-9));
+      std::fflush(stdout);
+    }
+    return ss.seconds;
+  }
 
   // The chunk holding this rank's copy of the tied embedding, if any.
   Param* tied_embedding() {
@@ -190,8 +208,6 @@ Trainer::Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh)
   const ScheduleKind kind = parse_schedule(p.schedule);
   const int nchunks = kind == ScheduleKind::Interleaved ? p.chunks : 1;
   check_schedule(kind, mesh.pp_size(), p.microbatches, nchunks);
-  const int vstages = mesh.pp_size() * nchunks;
-  std::vector<Gpt*> raw;
   const int64_t bucket = static_cast<int64_t>(p.bucket_mb) * 1048576 / 4;
   AdamWConfig ac;
   ac.beta1 = o.train.beta1;
@@ -199,38 +215,33 @@ Trainer::Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh)
   ac.eps = o.train.eps;
   ac.weight_decay = o.train.weight_decay;
   ac.offload = p.offload;
-  for (int c = 0; c < nchunks; ++c) {
-    const int v = virtual_stage(mesh.pp_size(), mesh.pp_rank(), c);
-    auto [first, count] = stage_layers(o.model.layers, vstages, v);
-    StageLayout layout{first, count, v == 0, v == vstages - 1};
-    auto model = std::make_unique<Gpt>(be, o.model, layout, mesh.tp(), p.recompute, mesh.dp_size());
-    model->set_offload_block_inputs(p.offload);
-    if (!o.resume) model->init(o.train.seed);  // a resumed run loads every stored element
+  I.replica = std::make_unique<ModelReplica>(be, mesh, o.model, p, nchunks);
+  if (!o.resume) I.replica->init(o.train.seed);  // a resumed run loads every stored element
+  I.chunks = I.replica->chunk_ptrs();
+  for (Gpt* model : I.chunks) {
     auto sync = std::make_unique<GradSync>(model->params(), mesh.dp(), p.zero, bucket);
     I.opts.push_back(std::make_unique<AdamWOptimizer>(model->params(), sync->owned(), ac));
     I.syncs.push_back(std::move(sync));
-    raw.push_back(model.get());
-    I.chunks.push_back(std::move(model));
   }
-  I.exec = std::make_unique<PipelineExecutor>(raw, mesh.pp(), mesh.pp_size(), mesh.pp_rank());
+  I.exec = std::make_unique<PipelineExecutor>(I.chunks, mesh.pp(), mesh.pp_size(), mesh.pp_rank());
   I.train_actions = make_schedule(kind, mesh.pp_size(), mesh.pp_rank(), p.microbatches, nchunks);
   I.eval_actions = PipelineExecutor::forward_only(p.microbatches, nchunks);
   std::vector<CheckpointChunk> cc;
-  for (size_t c = 0; c < I.chunks.size(); ++c) cc.push_back({I.chunks[c].get(), I.opts[c].get()});
+  for (size_t c = 0; c < I.chunks.size(); ++c) cc.push_back({I.chunks[c], I.opts[c].get()});
   I.ckpt = std::make_unique<Checkpointer>(be, mesh, o.model, p.zero, std::move(cc));
 }
 
 Trainer::~Trainer() = default;
 
-TrainResult Trainer::run() {
+void Trainer::begin() {
   Impl& I = *impl_;
+  TANDEM_CHECK(!I.begun, "Trainer::begin() called twice");
+  I.begun = true;
   const TrainerOptions& o = I.o;
   Mesh& mesh = I.mesh;
   const ParallelOptions& p = o.parallel;
   const int64_t T = o.model.seq_len;
   const int64_t step_tokens = static_cast<int64_t>(o.train.batch) * T;
-  LrSchedule sched{o.train.lr, o.train.warmup, o.train.steps, o.train.min_lr_ratio};
-
   // Every rank reports what it holds: parameters, gradients, optimizer state, activations.
   int64_t nparams = 0, opt_bytes = 0, act_bytes = 0, layers = 0;
   for (size_t c = 0; c < I.chunks.size(); ++c) {
@@ -256,7 +267,7 @@ TrainResult Trainer::run() {
   spdlog::info("data: {} train tokens ({} windows), {} val tokens; {} tokens per step",
                I.train_data->tokens(), I.train_data->windows(), I.val_data->tokens(), step_tokens);
 
-  TrainResult res;
+  TrainResult& res = I.res;
   res.val_loss = std::nan("");
   const CheckpointOptions& co = o.train.checkpoint;
   if (o.resume) {
@@ -274,100 +285,118 @@ TrainResult Trainer::run() {
       std::fflush(stdout);
     }
   }
-  const int last_step = o.train.stop_after > 0 ? o.train.stop_after : o.train.steps;
-  auto save = [&](int step) {
-    CheckpointMeta meta;
-    meta.step = step;
-    meta.seed = o.train.seed;
-    meta.config_yaml = o.config_yaml;
-    meta.layout = mesh.describe();
-    const CheckpointIoStats ss = I.ckpt->save(co.dir, meta, co.keep_last);
-    if (I.rank == 0) {
-      std::printf("checkpoint: step %d -> %s (%s in %.2f s, %.2f GB/s)\n", step, ss.path.c_str(),
-                  mib(static_cast<double>(ss.bytes)).c_str(), ss.seconds, static_cast<double>(ss.bytes) / 1e9 / std::max(ss.seconds, 1e-9));
-      std::fflush(stdout);
-    }
-    return ss.seconds;
-  };
-  std::vector<double> rates;
-  const auto t_start = Clock::now();
-  double train_seconds = 0.0;
-  Communicator* groups[] = {&mesh.tp(), &mesh.dp(), &mesh.pp(), mesh.embedding()};
-  if (res.first_step > last_step && I.rank == 0)
+  I.last_step = o.train.stop_after > 0 ? o.train.stop_after : o.train.steps;
+
+  if (res.first_step > I.last_step && I.rank == 0)
     std::printf("nothing to train: the checkpoint is at step %d and the run ends at step %d\n", res.first_step - 1,
-                last_step);
-  for (int step = res.first_step; step <= last_step; ++step) {
-    const auto t0 = Clock::now();
-    for (Communicator* g : groups)
-      if (g) g->reset_stats();
-    for (size_t c = 0; c < I.chunks.size(); ++c) {
-      I.chunks[c]->params().zero_grads();
-      I.syncs[c]->begin_step();
-    }
-    const PipelineRunStats st = I.run_batch(*I.train_data, step - 1, true);
-    if (Param* wte = I.tied_embedding()) mesh.embedding()->all_reduce(wte->grad);
-    for (auto& s : I.syncs) s->finish();
-    double sq = 0.0;
-    for (auto& opt : I.opts) sq += opt->local_grad_sq();
-    std::vector<float> sqv = {static_cast<float>(sq)};
-    sqv = allreduce_host(I.be, mesh.tp(), sqv);
-    sqv = allreduce_host(I.be, mesh.pp(), sqv);
-    if (p.zero == 1) sqv = allreduce_host(I.be, mesh.dp(), sqv);
-    const double norm = std::sqrt(static_cast<double>(sqv[0]));
-    float clip = 1.0f;
-    if (o.train.grad_clip > 0 && norm > o.train.grad_clip)
-      clip = static_cast<float>(o.train.grad_clip / (norm + 1e-6));
-    const float lr = sched.at(step);
-    for (auto& opt : I.opts) opt->step(lr, step, clip);
-    for (auto& s : I.syncs) s->gather_params();
-    const double loss = I.global_loss(st);
-    I.be.synchronize();
-    const double dt = seconds_since(t0);
-    train_seconds += dt;
-    const double rate = static_cast<double>(step_tokens) / dt;
-    if (step > res.first_step || last_step == res.first_step) rates.push_back(rate);
-    TANDEM_CHECK(std::isfinite(loss), "training loss became {} at step {}", loss, step);
+                I.last_step);
+  I.replica->set_weights_version(res.first_step - 1);
+  I.t_start = Clock::now();
+}
 
-    // Bytes this rank handed to each group this step; pipeline idle fraction across stages.
-    std::vector<float> comm = {static_cast<float>(mesh.tp().stats().bytes),
-                               static_cast<float>(mesh.dp().stats().bytes),
-                               static_cast<float>(mesh.pp().stats().bytes),
-                               static_cast<float>(mesh.embedding() ? mesh.embedding()->stats().bytes : 0)};
-    const double busy = st.total_s > 0 ? st.compute_s / st.total_s : 1.0;
-    std::vector<float> stage_busy = allreduce_host(I.be, mesh.pp(), {static_cast<float>(busy)});
-    const double bubble = 1.0 - stage_busy[0] / mesh.pp_size();
-    const size_t my_peak = I.be.allocator().stats().peak;
-    const double peak = allreduce_host(I.be, mesh.world(), {static_cast<float>(my_peak)}, ReduceOp::Max)[0];
+int Trainer::first_step() const { return impl_->res.first_step; }
+int Trainer::last_step() const { return impl_->last_step; }
+ModelReplica& Trainer::replica() { return *impl_->replica; }
+void Trainer::set_safe_point_handler(SafePointHandler* h) { impl_->safe_points = h; }
 
-    double val = std::nan("");
-    const bool eval_now = (o.train.eval_every > 0 && step % o.train.eval_every == 0) ||
-                          step == last_step;
-    if (eval_now) val = res.val_loss = I.validate();
-    const double elapsed = seconds_since(t_start);
-    const double eta = train_seconds / (step - res.first_step + 1) * (last_step - step);
-    if (I.rank == 0) {
-      std::string v = std::isfinite(val) ? fmt::format(" | val {:.4f}", val) : "";
-      std::printf("step %5d/%d | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | elapsed %s | eta %s | peak %s\n",
-                  step, o.train.steps, loss, v.c_str(), lr, norm, rate, hms(elapsed).c_str(),
-                  hms(eta).c_str(), mib(peak).c_str());
-      std::fflush(stdout);
-    }
-    std::vector<std::pair<std::string, MetricValue>> rec = {
-        {"step", int64_t{step}},       {"loss", loss},
-        {"lr", double{lr}},            {"tokens_per_s", rate},
-        {"grad_norm", norm},           {"elapsed_s", elapsed},
-        {"step_s", dt},                {"peak_bytes", static_cast<int64_t>(peak)},
-        {"comm_bytes_tp", double{comm[0]}}, {"comm_bytes_dp", double{comm[1]}},
-        {"comm_bytes_pp", double{comm[2]}}, {"comm_bytes_embedding", double{comm[3]}},
-        {"pipeline_bubble", bubble}};
-    if (std::isfinite(val)) rec.emplace_back("val_loss", val);
-    if (!co.dir.empty() && ((co.every > 0 && step % co.every == 0) || step == last_step)) {
-      rec.emplace_back("checkpoint_s", save(step));
-    }
-    I.metrics.write(rec);
-    res.loss = loss;
-    res.steps = step;
+StepReport Trainer::step(int step) {
+  Impl& I = *impl_;
+  TANDEM_CHECK(I.begun, "Trainer::step({}) before begin()", step);
+  const TrainerOptions& o = I.o;
+  Mesh& mesh = I.mesh;
+  const ParallelOptions& p = o.parallel;
+  const int64_t T = o.model.seq_len;
+  const int64_t step_tokens = static_cast<int64_t>(o.train.batch) * T;
+  const LrSchedule sched{o.train.lr, o.train.warmup, o.train.steps, o.train.min_lr_ratio};
+  const CheckpointOptions& co = o.train.checkpoint;
+  TrainResult& res = I.res;
+  const int last_step = I.last_step;
+  Communicator* groups[] = {&mesh.tp(), &mesh.dp(), &mesh.pp(), mesh.embedding()};
+  const auto t0 = Clock::now();
+  for (Communicator* g : groups)
+    if (g) g->reset_stats();
+  for (size_t c = 0; c < I.chunks.size(); ++c) {
+    I.chunks[c]->params().zero_grads();
+    I.syncs[c]->begin_step();
   }
+  const PipelineRunStats st = I.run_batch(*I.train_data, step - 1, true);
+  if (Param* wte = I.tied_embedding()) mesh.embedding()->all_reduce(wte->grad);
+  for (auto& s : I.syncs) s->finish();
+  double sq = 0.0;
+  for (auto& opt : I.opts) sq += opt->local_grad_sq();
+  std::vector<float> sqv = {static_cast<float>(sq)};
+  sqv = allreduce_host(I.be, mesh.tp(), sqv);
+  sqv = allreduce_host(I.be, mesh.pp(), sqv);
+  if (p.zero == 1) sqv = allreduce_host(I.be, mesh.dp(), sqv);
+  const double norm = std::sqrt(static_cast<double>(sqv[0]));
+  float clip = 1.0f;
+  if (o.train.grad_clip > 0 && norm > o.train.grad_clip)
+    clip = static_cast<float>(o.train.grad_clip / (norm + 1e-6));
+  const float lr = sched.at(step);
+  for (auto& opt : I.opts) opt->step(lr, step, clip);
+  for (auto& s : I.syncs) s->gather_params();
+  const double loss = I.global_loss(st);
+  I.be.synchronize();
+  const double dt = seconds_since(t0);
+  I.train_seconds += dt;
+  const double rate = static_cast<double>(step_tokens) / dt;
+  if (step > res.first_step || last_step == res.first_step) I.rates.push_back(rate);
+  TANDEM_CHECK(std::isfinite(loss), "training loss became {} at step {}", loss, step);
+
+  // Bytes this rank handed to each group this step; pipeline idle fraction across stages.
+  std::vector<float> comm = {static_cast<float>(mesh.tp().stats().bytes),
+                             static_cast<float>(mesh.dp().stats().bytes),
+                             static_cast<float>(mesh.pp().stats().bytes),
+                             static_cast<float>(mesh.embedding() ? mesh.embedding()->stats().bytes : 0)};
+  const double busy = st.total_s > 0 ? st.compute_s / st.total_s : 1.0;
+  std::vector<float> stage_busy = allreduce_host(I.be, mesh.pp(), {static_cast<float>(busy)});
+  const double bubble = 1.0 - stage_busy[0] / mesh.pp_size();
+  const size_t my_peak = I.be.allocator().stats().peak;
+  const double peak = allreduce_host(I.be, mesh.world(), {static_cast<float>(my_peak)}, ReduceOp::Max)[0];
+
+  double val = std::nan("");
+  const bool eval_now = (o.train.eval_every > 0 && step % o.train.eval_every == 0) ||
+                        step == last_step;
+  if (eval_now) val = res.val_loss = I.validate();
+  const double elapsed = seconds_since(I.t_start);
+  const double eta = I.train_seconds / (step - res.first_step + 1) * (last_step - step);
+  if (I.rank == 0) {
+    std::string v = std::isfinite(val) ? fmt::format(" | val {:.4f}", val) : "";
+    std::printf("step %5d/%d | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | elapsed %s | eta %s | peak %s\n",
+                step, o.train.steps, loss, v.c_str(), lr, norm, rate, hms(elapsed).c_str(),
+                hms(eta).c_str(), mib(peak).c_str());
+    std::fflush(stdout);
+  }
+  std::vector<std::pair<std::string, MetricValue>> rec = {
+      {"step", int64_t{step}},       {"loss", loss},
+      {"lr", double{lr}},            {"tokens_per_s", rate},
+      {"grad_norm", norm},           {"elapsed_s", elapsed},
+      {"step_s", dt},                {"peak_bytes", static_cast<int64_t>(peak)},
+      {"comm_bytes_tp", double{comm[0]}}, {"comm_bytes_dp", double{comm[1]}},
+      {"comm_bytes_pp", double{comm[2]}}, {"comm_bytes_embedding", double{comm[3]}},
+      {"pipeline_bubble", bubble}};
+  if (std::isfinite(val)) rec.emplace_back("val_loss", val);
+  if (!co.dir.empty() && ((co.every > 0 && step % co.every == 0) || step == last_step)) {
+    rec.emplace_back("checkpoint_s", I.save(step));
+  }
+  I.metrics.write(rec);
+  res.loss = loss;
+  res.steps = step;
+  I.replica->set_weights_version(step);
+  if (I.safe_points) I.safe_points->at_safe_point({SafePointKind::BetweenSteps, step, step});
+  StepReport rep;
+  rep.step = step;
+  rep.loss = loss;
+  rep.grad_norm = norm;
+  rep.val_loss = val;
+  rep.seconds = dt;
+  return rep;
+}
+
+TrainResult Trainer::finish() {
+  Impl& I = *impl_;
+  TrainResult& res = I.res;
+  std::vector<double>& rates = I.rates;
   if (!rates.empty()) {
     std::sort(rates.begin(), rates.end());
     res.tokens_per_s = rates[rates.size() / 2];
@@ -380,6 +409,12 @@ TrainResult Trainer::run() {
   }
   I.sample();
   return res;
+}
+
+TrainResult Trainer::run() {
+  begin();
+  for (int s = first_step(); s <= last_step(); ++s) step(s);
+  return finish();
 }
 
 }  // namespace tandem

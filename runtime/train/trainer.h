@@ -4,7 +4,7 @@
 // learning-rate schedule, validation, progress lines, metrics, and samples at the end.
 //
 // Contract: every rank constructs the Trainer with identical options and its Mesh, and calls
-// run(); the returned TrainResult is the same on every rank. Each dp rank reads a disjoint,
+// run() (or begin/step/finish); the returned TrainResult is the same on every rank. Each dp rank reads a disjoint,
 // deterministic slice of every global batch (which does not depend on the layout), so every
 // layout computes the same model as one rank up to fp32 rounding. Progress lines, samples and
 // the metrics file come from world rank 0; each rank reports its own memory at start.
@@ -21,6 +21,8 @@
 #include "runtime/data/data_options.h"
 #include "runtime/model/gpt.h"
 #include "runtime/model/model_options.h"
+#include "runtime/model/model_replica.h"
+#include "runtime/train/safe_point.h"
 #include "runtime/train/train_options.h"
 
 namespace tandem {
@@ -45,19 +47,37 @@ struct TrainResult {
   size_t peak_bytes = 0;      // this rank's allocator peak
 };
 
+struct StepReport {
+  int step = 0;
+  double loss = 0.0, grad_norm = 0.0;
+  double val_loss = 0.0;  // NaN unless this step validated
+  double seconds = 0.0;
+};
+
 class Trainer {
  public:
   Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh);
   ~Trainer();
+  // run() = begin(); step(s) for s in [first_step(), last_step()]; finish().
   TrainResult run();
+  // Reports memory, resumes from the checkpoint when asked; fixes first_step().
+  void begin();
+  int first_step() const;
+  int last_step() const;
+  // One optimizer step (data, schedule, reductions, clipping, AdamW), then validation,
+  // progress line, metrics and checkpoint as configured, then the safe point BetweenSteps.
+  StepReport step(int step);
+  // The median rate, the final line and the samples; returns the run's result.
+  TrainResult finish();
+
+  // The weights this rank trains (shared with a serving engine at safe points).
+  ModelReplica& replica();
+  // Called at every safe point (nullptr: none). The handler must outlive the run.
+  void set_safe_point_handler(SafePointHandler* handler);
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// Layers [first, first + count) of virtual stage v out of `vstages` (as even as possible,
-// earlier stages take the remainder).
-std::pair<int, int> stage_layers(int layers, int vstages, int v);
 
 }  // namespace tandem
