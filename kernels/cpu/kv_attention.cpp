@@ -114,6 +114,10 @@ inline void load_head(VF* x, const float* row, int64_t D) {
   for (int d = 0; d < DV; ++d) x[d] = simd::load_n(row + d * kLanes, D - d * kLanes, 0.0f);
 }
 
+inline void prefetch_head(const float* row, int64_t D) {
+  for (int64_t d = 0; d < D; d += 64 / sizeof(float)) __builtin_prefetch(row + d, 0, 3);
+}
+
 // Queries of NQ consecutive new tokens at positions p0 .. p0+NQ-1 (q rows qrow[i], output
 // rows orow[i]) against cache positions 0 .. p0+NQ-1.
 template <int DV, int NQ>
@@ -138,6 +142,11 @@ void attend_tile(const HeadView& hv, int64_t p0, const float* const* qrow, float
     const int cnt = static_cast<int>(std::min<int64_t>(kLanes, kend - j0));
     int64_t off[kLanes];
     for (int t = 0; t < cnt; ++t) off[t] = hv.row(j0 + t);
+    // The rows are scattered (one head's D floats of each H*D row, blocks anywhere): prefetch
+    // this group's value rows and the next group's key rows, the hardware will not.
+    for (int t = 0; t < cnt; ++t) prefetch_head(hv.v + off[t], D);
+    for (int64_t jn = j0 + kLanes; jn < std::min(kend, j0 + 2 * kLanes); ++jn)
+      prefetch_head(hv.k + hv.row(jn), D);
     VF acc[NQ][kLanes];
     for (int t = 0; t < cnt; ++t) {
       VF kv[DV];
