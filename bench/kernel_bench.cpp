@@ -6,7 +6,14 @@
 // the measured peak, whichever is longest, and the best time as a percentage of that bound.
 // A kernel far below its bound is a regression (or a kernel that does not vectorize).
 //
-// Usage: kernel_bench [threads=2] [tokens=256] [reps=20]
+// Usage: kernel_bench [threads=2] [tokens=256] [reps=20] [all|decode]
+//   `decode` runs only the decode section (last in `all`): a memory read-bandwidth probe (sum
+//   of a 512 MiB fp32 array, all threads, best of 5), the skinny linear layer
+//   (cpu::linear_forward_skinny) at M = 1, 4, 16 rows for every GPT-2-small shape including
+//   the 768 x 50304 head, next to OpenBLAS sgemm on the same problem (time and effective
+//   weight-read GB/s = out*in*4 bytes / time, and that as % of the read probe), and paged
+//   KV-cache attention decode (1 new token per sequence, H 12, D 64, block 16) for 1/4/16
+//   sequences at contexts 64 and 512 (GB/s: the K and V rows read once).
 // Run it with OPENBLAS_THREAD_TIMEOUT=4 (or similar): the pthread OpenBLAS otherwise keeps its
 // worker threads spinning for ~0.1 s after every GEMM, and the OpenMP kernels that follow then
 // wait whole scheduler slices for a core (times quantized at ~4 ms).
@@ -20,7 +27,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <memory>
+#include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/adamw.h"
@@ -28,6 +38,7 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/embedding.h"
 #include "kernels/gelu.h"
+#include "kernels/kv_attention.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
 #include "bench/roofline.h"
@@ -97,12 +108,117 @@ void report(const Machine& mc, const char* name, Timing t, const Work& w) {
               amount / (t.best * 1e6), bound, 100.0 * bound / t.best);
 }
 
+// Read bandwidth: sum of a 512 MiB fp32 array with all threads (each thread one contiguous
+// part as 4 streams, 4 vector chains in named registers, so neither the adds nor their
+// latency limit; software prefetch 1 KiB ahead, as cpu::linear_forward_skinny does), best
+// of 5 passes, GB/s.
+double read_gbps(int threads) {
+  namespace simd = tandem::kernels::cpu::simd;
+  constexpr int64_t kLanes = simd::kLanes, kStep = 4 * kLanes;
+  const int64_t n = (int64_t{512} << 20) / 4;  // a multiple of kStep
+  std::unique_ptr<float[]> a(new float[n]);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) a[i] = 1e-6f * static_cast<float>(i & 1023);  // first touch
+  double best = 0;
+  float sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      // This thread's contiguous part, read as 4 interleaved streams (as the skinny kernel
+      // reads 4 rows of W): one stream per thread leaves DRAM bandwidth unused here.
+      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const int64_t steps = n / kStep / nt / 4, base = t * steps * 4 * kStep;
+      const float* p0 = a.get() + base;
+      simd::VF s0{}, s1{}, s2{}, s3{};
+      for (int64_t c = 0; c < steps * kStep; c += kLanes) {
+        __builtin_prefetch(p0 + c + 256, 0, 0);
+        __builtin_prefetch(p0 + steps * kStep + c + 256, 0, 0);
+        __builtin_prefetch(p0 + 2 * steps * kStep + c + 256, 0, 0);
+        __builtin_prefetch(p0 + 3 * steps * kStep + c + 256, 0, 0);
+        s0 += simd::load(p0 + c);
+        s1 += simd::load(p0 + steps * kStep + c);
+        s2 += simd::load(p0 + 2 * steps * kStep + c);
+        s3 += simd::load(p0 + 3 * steps * kStep + c);
+      }
+      total += simd::hsum((s0 + s1) + (s2 + s3));
+    }
+    const int64_t read = n / kStep / threads / 4 * 4 * kStep * threads;  // floats summed
+    best = std::max(best, 4.0 * read / (tandem::bench::seconds_since(t0) * 1e9));
+    sink += total;
+  }
+  volatile float keep = sink;
+  (void)keep;
+  return best;
+}
+
+void decode_section(Backend& be, int threads, int reps) {
+  const int64_t C = 768, H = 12, D = 64, Vp = 50304;
+  const double bw = read_gbps(threads);
+  std::printf("\ndecode: memory read bandwidth (sum of 512 MiB, %d threads, best of 5): %.1f GB/s\n",
+              threads, bw);
+  std::printf("%-34s %22s %9s %6s | %22s %9s | %s\n", "skinny linear (M rows)", "ms (best)",
+              "W GB/s", "%read", "OpenBLAS ms (best)", "W GB/s", "speedup");
+  for (int64_t M : {1, 4, 16}) {
+    for (auto [in, out, name] : {std::tuple<int64_t, int64_t, const char*>{C, 3 * C, "qkv"},
+                                 {C, C, "proj"},
+                                 {C, 4 * C, "fc"},
+                                 {4 * C, C, "fc_proj"},
+                                 {C, Vp, "head"}}) {
+      Tensor x = rand(be, {M, in}), W = rand(be, {out, in}), y = be.empty({M, out});
+      const Timing ts = time_ms(reps, [&] {
+        k::cpu::linear_forward_skinny(y.f32(), x.f32(), W.f32(), nullptr, M, in, out);
+      });
+      const Timing tb = time_ms(reps, [&] {
+        k::cpu::sgemm(false, true, M, out, in, 1.0f, x.f32(), in, W.f32(), in, 0.0f, y.f32(),
+                      out);
+      });
+      const double gb = 4.0 * in * out / 1e6;  // GB/s = bytes / (ms * 1e6)
+      char label[64];
+      std::snprintf(label, sizeof label, "M=%-2lld %s [%lldx%lld]", static_cast<long long>(M),
+                    name, static_cast<long long>(in), static_cast<long long>(out));
+      std::printf("%-34s %9.3f (%9.3f) %9.1f %5.0f%% | %9.3f (%9.3f) %9.1f | %5.2fx\n", label,
+                  ts.median, ts.best, gb / ts.best, 100.0 * gb / ts.best / bw, tb.median, tb.best,
+                  gb / tb.best, tb.best / ts.best);
+    }
+  }
+  // Paged KV-cache decode: S sequences, each with ctx cached tokens (its new one included).
+  const int64_t bt = 16;
+  for (int64_t ctx : {64, 512}) {
+    for (int64_t S : {1, 4, 16}) {
+      const int64_t per_seq = (ctx + bt - 1) / bt, nb = S * per_seq;
+      Tensor kc = rand(be, {nb, bt, H * D}), vc = rand(be, {nb, bt, H * D});
+      Tensor qkv = rand(be, {S, 3 * H * D}), out = be.empty({S, H * D});
+      Tensor table = be.empty({S, per_seq}, tandem::DType::I32);
+      Tensor q_start = be.empty({S + 1}, tandem::DType::I32);
+      Tensor ctx_len = be.empty({S}, tandem::DType::I32);
+      std::vector<int32_t> order(nb);  // blocks of all sequences interleaved, as a pool hands
+      std::iota(order.begin(), order.end(), 0);  // them out under concurrent decoding
+      for (int64_t s = 0; s < S; ++s) {
+        for (int64_t b = 0; b < per_seq; ++b) table.i32()[s * per_seq + b] = order[b * S + s];
+        ctx_len.i32()[s] = static_cast<int32_t>(ctx);
+      }
+      for (int64_t s = 0; s <= S; ++s) q_start.i32()[s] = static_cast<int32_t>(s);
+      const Timing t = time_ms(reps, [&] {
+        k::kv_attention_forward(be, out, qkv, kc, vc, table, q_start, ctx_len, H);
+      });
+      const double bytes = 2.0 * S * ctx * H * D * 4;
+      std::printf("kv_attention decode S=%-2lld ctx=%-4lld  %9.3f ms (best %9.3f) %8.1f GB/s (K,V "
+                  "read once; best)\n",
+                  static_cast<long long>(S), static_cast<long long>(ctx), t.median, t.best,
+                  bytes / (t.best * 1e6));
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
   const int64_t N = argc > 2 ? std::atoll(argv[2]) : 256;
   const int reps = argc > 3 ? std::atoi(argv[3]) : 20;
+  const std::string sections = argc > 4 ? argv[4] : "all";
   const int64_t C = 768, H = 12, D = 64, V = 50257, Vp = 50304;
   auto be = tandem::make_cpu_backend(threads);
   if (!std::getenv("OPENBLAS_THREAD_TIMEOUT"))
@@ -111,6 +227,10 @@ int main(int argc, char** argv) {
   std::printf("CPU kernels, %d threads, N = %lld tokens, C = %lld, %d-lane fp32 vectors\n",
               threads, static_cast<long long>(N), static_cast<long long>(C),
               tandem::bench::kLanes);
+  if (sections == "decode") {
+    decode_section(*be, threads, reps);
+    return 0;
+  }
   const Machine mc{threads, tandem::bench::peak_gflops(threads)};
   std::printf("machine: FMA peak %.1f GFLOP/s; copy %.1f GB/s at 1 MiB, %.1f GB/s at 256 MiB\n",
               mc.gflops, tandem::bench::stream_gbps(threads, 1 << 20),
@@ -225,5 +345,6 @@ int main(int argc, char** argv) {
            time_ms(std::max(3, reps / 4), [&] { k::adamw_step(*be, p, g, m, v, hp); }),
            {0, 28.0 * P, 28.0 * P, 10.0 * P});
   }
+  decode_section(*be, threads, reps);
   return 0;
 }

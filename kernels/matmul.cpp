@@ -46,6 +46,14 @@ void linear_forward(Backend& be, Tensor& y, const Tensor& x, const Tensor& W, co
   TANDEM_CHECK(W.dim(1) == in, "linear: x {} does not match W {}", shape_str(x.shape()),
                shape_str(W.shape()));
   check_shape(y, {N, out}, "linear y");
+  if (on_cpu(be) && N <= cpu::kSkinnyRows) {  // decode: stream W once (kernels/matmul.h)
+    if (b) {
+      check_device(be, *b, "linear b");
+      check_shape(*b, {out}, "linear b");
+    }
+    cpu::linear_forward_skinny(y.f32(), x.f32(), W.f32(), b ? b->f32() : nullptr, N, in, out);
+    return;
+  }
   gemm(be, false, true, N, out, in, 1.0f, x.f32(), in, W.f32(), in, 0.0f, y.f32(), out);
   if (b) add_bias(be, y, *b);
 }
