@@ -142,6 +142,26 @@ const std::vector<KeySpec>& schema() {
       {.path = "sample.temperature", .field = TANDEM_FIELD(sample.temperature),
        .range = at_least(0)},
       {.path = "sample.top_k", .field = TANDEM_FIELD(sample.top_k), .range = at_least(0)},
+
+      {.path = "serve.listen", .field = TANDEM_FIELD(serve.listen)},
+      {.path = "serve.metrics_listen", .field = TANDEM_FIELD(serve.metrics_listen),
+       .allow_empty = true},
+      {.path = "serve.name", .field = TANDEM_FIELD(serve.name), .allow_empty = true},
+      {.path = "serve.kv_blocks", .field = TANDEM_FIELD(serve.kv_blocks), .range = at_least(1)},
+      {.path = "serve.kv_block_tokens", .field = TANDEM_FIELD(serve.kv_block_tokens),
+       .range = closed(1, 1024)},
+      {.path = "serve.max_seqs", .field = TANDEM_FIELD(serve.max_seqs), .range = closed(1, 1024)},
+      {.path = "serve.max_batch_tokens", .field = TANDEM_FIELD(serve.max_batch_tokens),
+       .range = at_least(1)},
+      {.path = "serve.prefill_chunk", .field = TANDEM_FIELD(serve.prefill_chunk),
+       .range = at_least(1)},
+      {.path = "serve.queue_realtime", .field = TANDEM_FIELD(serve.queue_realtime),
+       .range = at_least(0)},
+      {.path = "serve.queue_batch", .field = TANDEM_FIELD(serve.queue_batch),
+       .range = at_least(0)},
+      {.path = "serve.recompute", .field = TANDEM_FIELD(serve.recompute)},
+      {.path = "serve.idle_heartbeat_s", .field = TANDEM_FIELD(serve.idle_heartbeat_s),
+       .range = closed(0.001, 1)},
   };
   return keys;
 }
@@ -497,6 +517,14 @@ void check_cross_keys(const RunConfig& cfg) {
                      "(model.dim: {}; model.heads: {})",
                      cfg.model.dim, cfg.model.heads, origin_of(cfg, "model.dim"),
                      origin_of(cfg, "model.heads")));
+  const ServeOptions& sv = cfg.serve;
+  if (sv.max_batch_tokens < sv.max_seqs)
+    fail(lead(cfg, {"serve.max_batch_tokens", "serve.max_seqs"}),
+         fmt::format("serve.max_batch_tokens={} must be >= serve.max_seqs={} (every running "
+                     "sequence decodes one token per step; serve.max_batch_tokens: {}; "
+                     "serve.max_seqs: {})",
+                     sv.max_batch_tokens, sv.max_seqs, origin_of(cfg, "serve.max_batch_tokens"),
+                     origin_of(cfg, "serve.max_seqs")));
   const TrainOptions& t = cfg.train;
   if (t.stop_after > t.steps)
     fail(lead(cfg, {"train.stop_after", "train.steps"}),

@@ -1,7 +1,7 @@
 // RunConfig: the YAML config file (plus `--set key.path=value` overrides) -> per-module options.
 //
 // Contract: only launch/ knows YAML. load_config reads one YAML document whose top level maps
-// the sections model / train / data / parallel / sample to their keys (docs/config.md lists
+// the sections model / train / data / parallel / sample / serve to their keys (docs/config.md lists
 // every key, type, default and range). A schema table drives parsing: each key has a type, a
 // range or set of choices, and a setter into the options struct; missing keys keep the struct
 // defaults. Overrides are applied after the file and pass exactly the same checks.
@@ -19,6 +19,7 @@
 #include "runtime/data/data_options.h"
 #include "runtime/model/model_options.h"
 #include "runtime/train/train_options.h"
+#include "serve/serve_options.h"
 
 namespace tandem {
 
@@ -28,6 +29,7 @@ struct RunConfig {
   DataOptions data;
   ParallelOptions parallel;
   SampleOptions sample;
+  ServeOptions serve;
   std::string source;  // the config file's path ("<string>" for config_from_yaml_string)
   // Where each explicitly set key came from: key path -> "file:LINE" or "--set key=value".
   // Keys absent here kept their defaults. Used to point later checks at the right line.

@@ -161,7 +161,10 @@ void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool tra
   const int64_t N = st.b * st.T, C = opt_.dim;
   Tensor lnf = be_.empty({N, C}), mean = be_.empty({N}), rstd = be_.empty({N});
   k::layernorm_forward(be_, lnf, mean, rstd, x, lnf_w_->value, lnf_b_->value);
-  if (targets == nullptr) return;
+  if (targets == nullptr) {  // inference without a cache: hand the normalized state out
+    st.output = lnf;
+    return;
+  }
   Tensor tgt = device_ids(targets, N);
   Tensor dlnf = train ? be_.zeros({N, C}) : Tensor();
   // Row chunks bound the live logits to ~64 MB whatever the batch.
@@ -246,6 +249,54 @@ Tensor Gpt::backward(StageState& st, const Tensor* dout,
   }
   st = StageState{};
   return din;
+}
+
+Tensor Gpt::forward_cached(const InferBatch& batch, const Tensor* input, KvCache& cache) {
+  TANDEM_CHECK(cache.layers() == num_local_layers(), "KV cache has {} layers, the stage {}",
+               cache.layers(), num_local_layers());
+  batch.validate(cache.num_blocks(), cache.block_tokens(), opt_.seq_len, opt_.vocab);
+  const InferBatchDevice dev = cache.upload(batch);
+  const int64_t N = dev.N, C = opt_.dim;
+  Tensor x;
+  if (stage_.has_embedding) {
+    x = be_.empty({std::max<int64_t>(64, (N + 63) / 64 * 64), C}).rows(0, N);
+    k::embedding_forward(be_, x, dev.tokens, wte_->value, vocab_begin_, false);
+    tp_.all_reduce(x);
+    k::embedding_forward(be_, x, dev.positions, wpe_->value, 0, true);
+  } else {
+    TANDEM_CHECK(input != nullptr, "stage starting at layer {} needs an input activation",
+                 stage_.first_layer);
+    check_shape(*input, {N, C}, "stage input (cached inference)");
+    x = *input;
+  }
+  for (size_t l = 0; l < blocks_.size(); ++l)
+    x = blocks_[l]->forward_cached(x, dev, cache, static_cast<int>(l));
+  if (!stage_.has_head) return x;
+  const int64_t R = static_cast<int64_t>(batch.logit_rows.size());
+  Tensor h = be_.empty({std::max<int64_t>(R, 1), C}).rows(0, R);
+  for (int64_t i = 0; i < R; ++i) {  // gather the wanted rows (a few per step)
+    Tensor dst = h.rows(i, i + 1);
+    be_.copy(dst, x.rows(batch.logit_rows[i], batch.logit_rows[i] + 1));
+  }
+  Tensor out = be_.empty({std::max<int64_t>(R, 1), C}).rows(0, R);
+  Tensor mean = be_.empty({std::max<int64_t>(R, 1)}).rows(0, R);
+  Tensor rstd = be_.empty({std::max<int64_t>(R, 1)}).rows(0, R);
+  if (R > 0) k::layernorm_forward(be_, out, mean, rstd, h, lnf_w_->value, lnf_b_->value);
+  return out;
+}
+
+Tensor Gpt::head_logits(const Tensor& h) {
+  TANDEM_CHECK(stage_.has_head, "head_logits on a stage without the head (layers {}..{})",
+               stage_.first_layer, stage_.first_layer + stage_.num_layers - 1);
+  const int64_t R = h.dim(0);
+  Tensor logits = be_.empty({std::max<int64_t>(R, 1), Vl_}).rows(0, R);
+  if (R > 0) k::linear_forward(be_, logits, h, wte_->value, nullptr);
+  return logits;
+}
+
+std::unique_ptr<KvCache> Gpt::make_kv_cache(int64_t num_blocks, int64_t block_tokens) {
+  const int64_t width = static_cast<int64_t>(opt_.dim) / tp_.size();
+  return std::make_unique<KvCache>(be_, num_local_layers(), num_blocks, block_tokens, width);
 }
 
 std::vector<float> Gpt::next_token_logits(const std::vector<int32_t>& context) {

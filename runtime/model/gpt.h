@@ -18,6 +18,7 @@
 #include "parallel/communicator.h"
 #include "parallel/parallel_options.h"
 #include "runtime/model/gpt_block.h"
+#include "runtime/model/kv_cache.h"
 #include "runtime/model/model_options.h"
 #include "runtime/model/param_store.h"
 
@@ -34,7 +35,8 @@ struct StageState {
   int64_t b = 0, T = 0;
   Tensor tokens, positions;        // [b*T] int32 on the device (embedding stage)
   std::vector<BlockSaved> blocks;  // one per local layer
-  Tensor output;                   // non-head stages: hidden state [b*T, C] to send on
+  Tensor output;                   // non-head stages: hidden state [b*T, C] to send on;
+                                   // head stage without targets: the final LayerNorm output
   Tensor dfinal;                   // head stage, training: gradient at the last block output
   double loss_sum = 0.0;           // head stage: sum of per-token losses of this micro-batch
   int64_t loss_tokens = 0;
@@ -73,6 +75,20 @@ class Gpt {
                   const std::function<void(int64_t)>& grads_final_from = {});
   // Flat offset of the first parameter of local block l (for gradient-sync watermarks).
   int64_t block_offset(int l) const;
+
+  // Cached inference (kernels/kv_attention.h): runs the batch's new tokens through this stage,
+  // appending their keys and values to `cache` (one cache layer per local block). The
+  // embedding stage reads batch.tokens, other stages `input` [N, C]. Returns the hidden state
+  // [N, C] on non-head stages, and on the head stage the final LayerNorm of the rows in
+  // batch.logit_rows [R, C] (feed it to head_logits).
+  Tensor forward_cached(const InferBatch& batch, const Tensor* input, KvCache& cache);
+  // Head stage: this tp rank's shard of the logits, h [R, C] -> [R, local_vocab()], columns
+  // for global ids vocab_begin() + j (ids >= model.vocab are padding). Never gathered.
+  Tensor head_logits(const Tensor& h);
+  int64_t vocab_begin() const { return vocab_begin_; }
+  int64_t local_vocab() const { return Vl_; }
+  // A KV cache shaped for this stage's local layers and heads.
+  std::unique_ptr<KvCache> make_kv_cache(int64_t num_blocks, int64_t block_tokens);
 
   // Sampling support (a single-stage model): logits of the next token after `context`
   // (full vocabulary, padding removed), gathered across the tp group.

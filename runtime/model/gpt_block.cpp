@@ -1,11 +1,13 @@
 // One GPT-2 block: parameters, forward (with recompute-aware saving) and backward.
 #include "runtime/model/gpt_block.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/gelu.h"
+#include "kernels/kv_attention.h"
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
 
@@ -158,6 +160,34 @@ Tensor TransformerBlock::forward(const Tensor& x, int64_t b, int64_t T, Recomput
       s.x = input;
     }
   }
+  return x2;
+}
+
+Tensor TransformerBlock::forward_cached(const Tensor& x, const InferBatchDevice& batch,
+                                        KvCache& cache, int cache_layer) {
+  const int64_t N = batch.N;
+  check_shape(x, {N, C_}, "block input (cached inference)");
+  // Row counts vary per step: allocate in buckets of 64 rows so cached buffers stay few.
+  const int64_t Nb = std::max<int64_t>(64, (N + 63) / 64 * 64);
+  auto rows = [&](int64_t cols) { return be_.empty({Nb, cols}).rows(0, N); };
+  Tensor ln = rows(C_), mean = be_.empty({Nb}).rows(0, N), rstd = be_.empty({Nb}).rows(0, N);
+  k::layernorm_forward(be_, ln, mean, rstd, x, w_.ln1_w->value, w_.ln1_b->value);
+  Tensor qkv = rows(3 * Cl_);
+  k::linear_forward(be_, qkv, ln, w_.qkv_w->value, &w_.qkv_b->value);
+  Tensor& kc = cache.keys(cache_layer);
+  Tensor& vc = cache.values(cache_layer);
+  k::kv_cache_write(be_, kc, vc, qkv, batch.slots, Hl_);
+  Tensor att = rows(Cl_);
+  k::kv_attention_forward(be_, att, qkv, kc, vc, batch.block_table, batch.q_start, batch.ctx_len,
+                          Hl_);
+  Tensor x1 = rows(C_);
+  row_parallel_residual(x1, att, *w_.proj_w, *w_.proj_b, x);
+  k::layernorm_forward(be_, ln, mean, rstd, x1, w_.ln2_w->value, w_.ln2_b->value);
+  Tensor fc = rows(4 * Cl_);
+  k::linear_forward(be_, fc, ln, w_.fc_w->value, &w_.fc_b->value);
+  k::gelu_forward(be_, fc, fc);
+  Tensor x2 = rows(C_);
+  row_parallel_residual(x2, fc, *w_.fcp_w, *w_.fcp_b, x1);
   return x2;
 }
 

@@ -19,6 +19,7 @@
 
 #include "parallel/communicator.h"
 #include "parallel/parallel_options.h"
+#include "runtime/model/kv_cache.h"
 #include "runtime/model/model_options.h"
 #include "runtime/model/param_store.h"
 
@@ -44,6 +45,10 @@ class TransformerBlock {
 
   // x: [N, C] with N = b * T. Returns x2 [N, C].
   Tensor forward(const Tensor& x, int64_t b, int64_t T, Recompute mode, BlockSaved* saved);
+  // Inference: x [N, C] holds the batch's new tokens; their keys and values are appended to
+  // layer `cache_layer` of `cache` and attention reads the whole cached context. Returns x2.
+  Tensor forward_cached(const Tensor& x, const InferBatchDevice& batch, KvCache& cache,
+                        int cache_layer);
   // dout: d(x2) [N, C]; its storage is consumed (overwritten) and returned as d(x) [N, C].
   // Releases `saved`.
   Tensor backward(const Tensor& dout, int64_t b, int64_t T, BlockSaved& saved);

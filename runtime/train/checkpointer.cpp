@@ -238,7 +238,9 @@ CheckpointIoStats Checkpointer::load(const std::string& file) {
   const auto step_attr = r.attr_int("step");
   if (!step_attr || *step_attr < 0)
     throw CheckpointError(fmt::format("checkpoint {}: missing or negative step attribute", file));
-  const bool has_opt = r.attr_int("has_optimizer_state").value_or(0) == 1;
+  // Chunks without an optimizer (serving) read the weights only.
+  const bool want_opt = chunks_.front().opt != nullptr;
+  const bool has_opt = want_opt && r.attr_int("has_optimizer_state").value_or(0) == 1;
   const std::pair<const char*, int> dims[] = {{"model_layers", model_.layers}, {"model_dim", model_.dim},
                                               {"model_heads", model_.heads},   {"model_vocab", model_.vocab},
                                               {"model_seq_len", model_.seq_len}};
@@ -280,7 +282,7 @@ CheckpointIoStats Checkpointer::load(const std::string& file) {
   // 2. Read this rank's hyperslabs into host buffers.
   const int dpr = mesh_.dp_rank(), dps = mesh_.dp_size();
   const size_t nc = chunks_.size();
-  const bool run_master = chunks_.front().opt->has_master();
+  const bool run_master = want_opt && chunks_.front().opt->has_master();
   std::vector<Tensor> keep;
   std::vector<float*> vals(nc);
   std::vector<std::array<float*, 3>> state(nc);
@@ -288,11 +290,12 @@ CheckpointIoStats Checkpointer::load(const std::string& file) {
   std::vector<std::vector<AdamWOptimizer::StateView>> views(nc);
   for (size_t c = 0; c < nc; ++c) {
     ParamStore& st = chunks_[c].model->params();
-    AdamWOptimizer& opt = *chunks_[c].opt;
     vals[c] = host_of(be_, st.values(), keep, true);  // copy in: padding rows keep their values
+    pw[c] = owned_param_writes(st, dpr, dps);
+    if (!want_opt) continue;
+    AdamWOptimizer& opt = *chunks_[c].opt;
     state[c] = {host_of(be_, opt.m(), keep, false), host_of(be_, opt.v(), keep, false),
                 run_master ? host_of(be_, opt.master(), keep, false) : nullptr};
-    pw[c] = owned_param_writes(st, dpr, dps);
     views[c] = opt.state_views();
     sw[c] = owned_state_writes(st, views[c], zero_, dpr, dps);
   }
@@ -335,8 +338,9 @@ CheckpointIoStats Checkpointer::load(const std::string& file) {
   size_t k = 0;
   for (size_t c = 0; c < nc; ++c) {
     ParamStore& st = chunks_[c].model->params();
-    AdamWOptimizer& opt = *chunks_[c].opt;
     if (!st.values().is_cpu()) be_.copy(st.values(), keep[k++]);
+    if (!want_opt) continue;
+    AdamWOptimizer& opt = *chunks_[c].opt;
     Tensor* dev[3] = {&opt.m(), &opt.v(), run_master ? &opt.master() : nullptr};
     for (int s = 0; s < 3; ++s) {
       if (!dev[s] || dev[s]->is_cpu()) continue;

@@ -13,7 +13,8 @@
 // dataset present with the shape the config implies, no extra model tensors) and throws
 // CheckpointError naming each problem before any state changes; then each rank reads its
 // own hyperslabs, the ranks verify every dataset's checksum, and the state is installed.
-// A checkpoint written under any layout loads under any other. Fault injection for tests:
+// A checkpoint written under any layout loads under any other. Chunks with opt == nullptr (a
+// serving replica) load the weights only; save() needs the optimizers. Fault injection for tests:
 // TANDEM_FAULT_SAVE_PAUSE=STEP:SECONDS pauses every rank in the middle of that step's save.
 #pragma once
 

@@ -283,6 +283,19 @@ sample:
   tokens: 5
   temperature: 0
   top_k: 0
+serve:
+  listen: "0.0.0.0:9000"
+  metrics_listen: "127.0.0.1:9001"
+  name: every
+  kv_blocks: 33
+  kv_block_tokens: 8
+  max_seqs: 5
+  max_batch_tokens: 40
+  prefill_chunk: 24
+  queue_realtime: 3
+  queue_batch: 4
+  recompute: true
+  idle_heartbeat_s: 0.05
 )";
 
 void expect_every_key(const RunConfig& c) {
@@ -330,6 +343,18 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.sample.tokens, 5);
   EXPECT_EQ(c.sample.temperature, 0.0f);
   EXPECT_EQ(c.sample.top_k, 0);
+  EXPECT_EQ(c.serve.listen, "0.0.0.0:9000");
+  EXPECT_EQ(c.serve.metrics_listen, "127.0.0.1:9001");
+  EXPECT_EQ(c.serve.name, "every");
+  EXPECT_EQ(c.serve.kv_blocks, 33);
+  EXPECT_EQ(c.serve.kv_block_tokens, 8);
+  EXPECT_EQ(c.serve.max_seqs, 5);
+  EXPECT_EQ(c.serve.max_batch_tokens, 40);
+  EXPECT_EQ(c.serve.prefill_chunk, 24);
+  EXPECT_EQ(c.serve.queue_realtime, 3);
+  EXPECT_EQ(c.serve.queue_batch, 4);
+  EXPECT_TRUE(c.serve.recompute);
+  EXPECT_DOUBLE_EQ(c.serve.idle_heartbeat_s, 0.05);
 }
 
 TEST(Config, EveryKeyRoundTrips) {
@@ -349,6 +374,15 @@ TEST(Config, EveryKeyRoundTrips) {
   std::string y = config_to_yaml(c);
   EXPECT_HAS(y, "  threads: 3\n  stop_after: 50\n  checkpoint:\n    dir: \"out/ckpt run\"\n"
                 "    every: 25\n    keep_last: 0\ndata:\n");
+}
+
+TEST(Config, ServeBatchTokensMustCoverRunningSequences) {
+  try {
+    config_from_yaml_string("serve:\n  max_seqs: 32\n  max_batch_tokens: 16\n", {}, "s.yaml");
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_HAS(std::string(e.what()), "serve.max_batch_tokens=16 must be >= serve.max_seqs=32");
+  }
 }
 
 TEST(Config, MissingKeysKeepDefaults) {

@@ -1,0 +1,28 @@
+// ServeOptions (YAML section `serve`): the serving engine and its RPC front end.
+//
+// Contract: plain data, validated by launch/config (ranges in docs/config.md). The KV cache is
+// reserved once at start-up: kv_blocks blocks of kv_block_tokens tokens per layer and replica;
+// a request reserves ceil((prompt + max_tokens) / kv_block_tokens) blocks when admitted.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace tandem {
+
+struct ServeOptions {
+  std::string listen = "127.0.0.1:7411";  // RPC address (port 0: any free port)
+  std::string metrics_listen;             // Prometheus text at GET /metrics ("" = off)
+  std::string name;                       // the model name modelInfo reports ("" = config stem)
+  int kv_blocks = 512;
+  int kv_block_tokens = 16;
+  int max_seqs = 16;           // sequences decoding at once
+  int max_batch_tokens = 256;  // new tokens per engine step (decodes + prefill chunks)
+  int prefill_chunk = 128;     // prompt tokens per sequence per step
+  int queue_realtime = 64;     // bounded admission queues, per priority class
+  int queue_batch = 256;
+  bool recompute = false;      // reference mode: no KV reuse, recompute whole contexts
+  double idle_heartbeat_s = 0.02;
+};
+
+}  // namespace tandem
