@@ -15,6 +15,9 @@
 #include "launch/ckpt_command.h"
 #include "launch/config.h"
 #include "launch/data_command.h"
+#include "launch/rank_setup.h"
+#include "launch/client_commands.h"
+#include "launch/serve_command.h"
 #include "parallel/device_binding.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_env.h"
@@ -39,6 +42,16 @@ usage:
   tandem data prepare --tokenizer DIR --input PATH --out DIR [--format brown|text]
                       [--val-fraction F] [--shard-tokens N]
       Tokenize text with the GPT-2 BPE into train/val token shards.
+  tandem serve CONFIG --checkpoint DIR|FILE [--set key.path=value ...] [--port-file FILE]
+      Serve a checkpoint over Cap'n Proto RPC (serve.listen) under the config's layout, with
+      Prometheus metrics on serve.metrics_listen (docs/serving.md). Stops on SIGINT/SIGTERM.
+  tandem generate --server HOST:PORT --prompt TEXT [--max-tokens N] [--priority realtime|batch]
+                  [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT ...]
+                  [--deadline SECONDS]
+      Stream a completion to stdout; an error prints its kind to stderr (non-zero exit).
+  tandem bench-serve --server HOST:PORT [--rate R] [--requests N] [--realtime-fraction F]
+                     [--prompt-tokens MIN:MAX] [--output-tokens MIN:MAX] [--seed S] [--json FILE]
+      Open-loop load generator: Poisson arrivals; TTFT/TPOT percentiles per class.
   tandem --help
 )";
 
@@ -70,39 +83,10 @@ TrainArgs parse_train_args(int argc, char** argv) {
   return a;
 }
 
-// CPU threads for this rank when train.threads is 0: the cores the launcher bound it to (mpirun
-// binds to one core by default for small jobs), else this node's cores divided by its ranks.
-int default_threads(int local_size) {
-  const int hw = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    const int bound = CPU_COUNT(&set);
-    if (bound > 0 && bound < hw) return bound;
-  }
-  return std::max(1, hw / local_size);
-}
-
-// Binds this rank to a GPU by its node-local rank (works under mpirun and srun alike).
-BackendOptions bo_for_rank(BackendOptions bo, const MpiEnv& env) {
-  if (bo.device == "auto") bo.device = cuda_available() ? "cuda" : "cpu";
-  if (bo.device == "cuda")
-    bo.device_index = local_device_for(env.local_rank(), env.local_size(), cuda_device_count());
-  return bo;
-}
-
-// Every rank validates on its own; then one collective agrees on the outcome, so a rank whose
-// config failed never leaves the others waiting in a later collective.
-bool all_ranks_ok(bool ok) {
-  int mine = ok ? 1 : 0, all = 0;
-  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return all == 1;
-}
-
 int run_train(MpiEnv& env, int argc, char** argv) {
   RunConfig cfg;
   TrainArgs args;
-  std::string error;
-  try {
+  auto check = [&] {
     args = parse_train_args(argc, argv);
     cfg = load_config(args.config, args.overrides);
     check_layout(cfg, env.world_size());
@@ -114,15 +98,8 @@ int run_train(MpiEnv& env, int argc, char** argv) {
         throw ConfigError(fmt::format("--resume: no checkpoint to resume from in {} (train.checkpoint.dir): "
                                       "{}/latest does not exist", dir, dir));
     }
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  if (!error.empty()) std::fprintf(stderr, "tandem: config error: %s\n", error.c_str());
-  if (!all_ranks_ok(error.empty())) {
-    if (error.empty() && env.rank() == 0)
-      std::fprintf(stderr, "tandem: another rank rejected the configuration; stopping\n");
-    return 2;
-  }
+  };
+  if (!config_ok_everywhere(check, env.rank())) return 2;
 
   int threads = cfg.train.threads;
   if (threads == 0) threads = default_threads(env.local_size());
@@ -174,13 +151,23 @@ int cli_main(int argc, char** argv) {
       return 2;
     }
   }
-  if (cmd != "train") {
+  if (cmd == "generate" || cmd == "bench-serve") {
+    try {
+      return cmd == "generate" ? generate_command(argc - 2, argv + 2)
+                               : bench_serve_command(argc - 2, argv + 2);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tandem %s: error: %s\n", cmd.c_str(), e.what());
+      return 2;
+    }
+  }
+  if (cmd != "train" && cmd != "serve") {
     std::fprintf(stderr, "tandem: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   }
   MpiEnv env(&argc, &argv);
   init_logging(env.rank(), env.world_size());
   try {
+    if (cmd == "serve") return serve_command(env, argc - 2, argv + 2);
     return run_train(env, argc - 2, argv + 2);
   } catch (const std::exception& e) {
     // A failure on one rank ends the whole job: nobody is left waiting in a collective.

@@ -13,11 +13,10 @@ void LatencyWindow::add(double seconds) {
   ++count_;
 }
 
-LatencySummary LatencyWindow::summary() const {
+LatencySummary summarize_latencies(std::vector<double> v) {
   LatencySummary s;
-  s.count = count_;
-  if (ring_.empty()) return s;
-  std::vector<double> v = ring_;
+  s.count = static_cast<int64_t>(v.size());
+  if (v.empty()) return s;
   std::sort(v.begin(), v.end());
   auto q = [&](double f) {
     const size_t i = static_cast<size_t>(std::ceil(f * static_cast<double>(v.size()))) - 1;
@@ -26,6 +25,12 @@ LatencySummary LatencyWindow::summary() const {
   s.p50 = q(0.50);
   s.p90 = q(0.90);
   s.p99 = q(0.99);
+  return s;
+}
+
+LatencySummary LatencyWindow::summary() const {
+  LatencySummary s = summarize_latencies(ring_);
+  s.count = count_;
   return s;
 }
 

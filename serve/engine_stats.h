@@ -14,6 +14,9 @@
 
 namespace tandem::serve {
 
+// Nearest-rank p50/p90/p99 of `samples` (count = their number).
+LatencySummary summarize_latencies(std::vector<double> samples);
+
 class LatencyWindow {
  public:
   static constexpr size_t kWindow = 4096;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The serving API end to end, through the real client and server (one rank):
+#   - `tandem generate` streams text to stdout; a bad request exits non-zero naming its kind;
+#   - a seeded sampled request gives the same text twice;
+#   - cancelling mid-stream frees the sequence's KV blocks (read back through `stats`);
+#   - each bad request gets invalid_request and the next good request succeeds;
+#   - health / modelInfo answer, and GET /metrics serves Prometheus text;
+#   - a second server with a tiny queue: a full queue refuses with overloaded (retry-after),
+#     a request whose deadline passes while queued gets deadline_exceeded, then it serves on;
+#   - SIGTERM stops every rank cleanly.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh" "$@"
+need_data
+[ -x "$SERVE_CHECK" ] || fail "$SERVE_CHECK not built"
+
+CKPT=$WORK/ckpt
+make_serve_checkpoint "$CKPT"
+start_server api 1 600 "$CKPT" --set serve.metrics_listen=127.0.0.1:0 --set serve.kv_blocks=64
+
+timeout 60 "$TANDEM" generate --server "$SERVER_ADDR" --prompt "The jury said" --max-tokens 12 \
+  > "$WORK/gen.out" 2> "$WORK/gen.err" || { cat "$WORK/gen.err"; fail "tandem generate failed"; }
+[ -s "$WORK/gen.out" ] || fail "tandem generate printed no text"
+grep -q "finish: length, 12 tokens" "$WORK/gen.err" || { cat "$WORK/gen.err"; fail "generate did not report 12 tokens"; }
+pass "tandem generate streamed: $(head -c 60 "$WORK/gen.out" | tr '\n' ' ')"
+rc=0
+timeout 60 "$TANDEM" generate --server "$SERVER_ADDR" --prompt "x" --max-tokens 100000 \
+  > /dev/null 2> "$WORK/gen-bad.err" || rc=$?
+[ $rc = 10 ] && grep -q "invalid_request" "$WORK/gen-bad.err" \
+  || { cat "$WORK/gen-bad.err"; fail "a too-long request: exit $rc (want 10, invalid_request)"; }
+pass "a bad request exits 10 with invalid_request"
+
+for scenario in seeded cancel errors; do
+  timeout 120 "$SERVE_CHECK" "$SERVER_ADDR" "$scenario" > "$WORK/$scenario.out" 2>&1
+  rc=$?
+  cat "$WORK/$scenario.out"
+  [ $rc = 0 ] || { tail -20 "$WORK/api.log"; fail "scenario $scenario"; }
+done
+
+python3 - "$METRICS_PORT" > "$WORK/metrics.txt" <<'PY' || fail "GET /metrics failed"
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode())
+PY
+for m in tandem_kv_blocks_free tandem_active_sequences tandem_queue_depth tandem_ttft_seconds tandem_weights_version; do
+  grep -q "^$m" "$WORK/metrics.txt" || { head -40 "$WORK/metrics.txt"; fail "metric $m missing"; }
+done
+pass "GET /metrics serves Prometheus text ($(grep -c '^tandem_' "$WORK/metrics.txt") samples)"
+stop_server api
+
+start_server tight 1 600 "$CKPT" --set serve.max_seqs=1 --set serve.max_batch_tokens=8 \
+  --set serve.queue_batch=2 --set serve.queue_realtime=2
+timeout 300 "$SERVE_CHECK" "$SERVER_ADDR" overload > "$WORK/overload.out" 2>&1
+rc=$?
+cat "$WORK/overload.out"
+[ $rc = 0 ] || { tail -20 "$WORK/tight.log"; fail "scenario overload"; }
+stop_server tight
+pass "typed errors, cancellation, overload and deadlines through the real client and server"

@@ -1,0 +1,342 @@
+// serve_check: the client side of the serving end-to-end tests (tests/e2e/serve_*_test.sh).
+// It talks to a real `tandem serve` over a socket through serve::RpcClient and checks one
+// scenario, printing what it saw; exit 0 when the scenario holds, 1 when it does not, 2 on
+// usage or connection errors.
+//   serve_check HOST:PORT greedy PROMPT_IDS MAX_TOKENS      prints the generated ids
+//   serve_check HOST:PORT sampled PROMPT_IDS MAX_TOKENS     the same, seeded top-k/top-p sampling
+//   serve_check HOST:PORT seeded                            same seed twice -> same text
+//   serve_check HOST:PORT cancel                            cancel mid-stream frees blocks
+//   serve_check HOST:PORT errors                            each bad request: its typed error
+//   serve_check HOST:PORT overload                          full queue -> overloaded; deadline
+//   serve_check HOST:PORT soak N SEED                       N random requests, disconnects
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "serve/rpc_client.h"
+
+namespace {
+
+using namespace tandem::serve;
+using Clock = std::chrono::steady_clock;
+
+int failures = 0;
+void check(bool ok, const std::string& what) {
+  std::printf("%s: %s\n", ok ? "ok" : "FAIL", what.c_str());
+  if (!ok) ++failures;
+}
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> out;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, ',');) out.push_back(std::stoi(t));
+  return out;
+}
+
+// Polls stats until no sequence is active and every KV block is free (or the timeout passes).
+bool drained(RpcClient& c, double timeout_s, StatsSnapshot* last) {
+  const auto t0 = Clock::now();
+  for (;;) {
+    *last = c.stats();
+    if (last->active_sequences == 0 && last->kv_blocks_used == 0 && last->queue_depth[0] == 0 &&
+        last->queue_depth[1] == 0)
+      return true;
+    if (std::chrono::duration<double>(Clock::now() - t0).count() > timeout_s) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+std::string run_text(RpcClient& c, const GenerateRequest& r, RpcClient::GenerateOutcome* out) {
+  std::string text;
+  *out = c.generate(r, [&](const std::vector<TokenPiece>& ps) {
+    for (const TokenPiece& p : ps) text += p.text;
+    return true;
+  });
+  return text;
+}
+
+int greedy(RpcClient& c, const std::string& ids, int max_tokens, bool sample = false) {
+  GenerateRequest r;
+  if (sample) {
+    r.temperature = 1.0f;
+    r.top_k = 50;
+    r.top_p = 0.9f;
+    r.seed = 77;
+  }
+  r.prompt_tokens = parse_ids(ids);
+  r.max_tokens = max_tokens;
+  std::vector<int32_t> got;
+  auto o = c.generate(r, [&](const std::vector<TokenPiece>& ps) {
+    for (const TokenPiece& p : ps) got.push_back(p.id);
+    return true;
+  });
+  if (!o.ok) {
+    std::fprintf(stderr, "greedy: %s: %s\n", error_kind_name(o.error_kind), o.error_message.c_str());
+    return 1;
+  }
+  for (size_t i = 0; i < got.size(); ++i) std::printf("%s%d", i ? "," : "", got[i]);
+  std::printf("\n");
+  return static_cast<int>(got.size()) == o.result.output_tokens ? 0 : 1;
+}
+
+int seeded(RpcClient& c) {
+  GenerateRequest r;
+  r.prompt_text = "The jury said";
+  r.max_tokens = 24;
+  r.temperature = 0.9f;
+  r.top_k = 40;
+  r.top_p = 0.95f;
+  r.seed = 1234;
+  RpcClient::GenerateOutcome a, b;
+  const std::string t1 = run_text(c, r, &a), t2 = run_text(c, r, &b);
+  check(a.ok && b.ok, "both seeded requests succeed");
+  check(t1 == t2, "same seed, same text: '" + t1 + "'");
+  check(a.result.output_tokens == b.result.output_tokens, "same token count");
+  return failures ? 1 : 0;
+}
+
+int cancel(const std::string& addr) {
+  // A second client (own thread, own event loop) reads stats on request while the stream runs.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool want = false, have = false, quit = false;
+  StatsSnapshot mid;
+  std::thread watcher([&] {
+    RpcClient w(addr);
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return want || quit; });
+      if (quit) return;
+      lock.unlock();
+      StatsSnapshot s = w.stats();
+      lock.lock();
+      mid = s;
+      want = false;
+      have = true;
+      cv.notify_all();
+    }
+  });
+  RpcClient c(addr);
+  const int64_t tokens_before = c.stats().output_tokens_total;
+  GenerateRequest r;
+  r.prompt_text = "Once upon a time";
+  r.max_tokens = 59;
+  int seen = 0;
+  auto o = c.generate(r, [&](const std::vector<TokenPiece>& ps) {
+    if (seen == 0) {  // first piece: look at the server's blocks, then drop the call
+      std::unique_lock<std::mutex> lock(mu);
+      want = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return have; });
+    }
+    seen += static_cast<int>(ps.size());
+    return false;  // cancels the request
+  });
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    quit = true;
+    cv.notify_all();
+  }
+  watcher.join();
+  check(o.cancelled, "the call was cancelled after " + std::to_string(seen) + " token(s)");
+  check(mid.kv_blocks_used > 0 && mid.active_sequences == 1,
+        "mid-stream: " + std::to_string(mid.kv_blocks_used) + " KV blocks in use, " +
+            std::to_string(mid.active_sequences) + " active");
+  StatsSnapshot s;
+  const bool clean = drained(c, 10.0, &s);
+  check(clean, "after the cancel every KV block is free (used " + std::to_string(s.kv_blocks_used) + ", free " +
+                   std::to_string(s.kv_blocks_free) + " of " + std::to_string(s.kv_blocks_total) + ")");
+  check(s.kv_blocks_free == s.kv_blocks_total && s.kv_blocks_total > 0, "free == total");
+  check(s.requests_cancelled >= 1, "stats count the cancel");
+  const int64_t made = s.output_tokens_total - tokens_before;
+  check(made < 59, "the server stopped generating (" + std::to_string(made) + " of 59 tokens)");
+  return failures ? 1 : 0;
+}
+
+int errors(RpcClient& c) {
+  const ModelInfo m = c.model_info();
+  auto expect_invalid = [&](GenerateRequest r, const std::string& what) {
+    RpcClient::GenerateOutcome o;
+    run_text(c, r, &o);
+    check(!o.ok && o.error_kind == ErrorKind::InvalidRequest,
+          what + " -> invalid_request (" + o.error_message + ")");
+    GenerateRequest good;
+    good.prompt_text = "Hello";
+    good.max_tokens = 3;
+    RpcClient::GenerateOutcome g;
+    run_text(c, good, &g);
+    check(g.ok && g.result.output_tokens == 3, "  the next good request succeeds");
+  };
+  GenerateRequest r;
+  r.max_tokens = 4;
+  expect_invalid(r, "empty prompt");
+  r.prompt_tokens = {1, m.vocab};
+  expect_invalid(r, "token id = vocab");
+  r.prompt_tokens = {1, 2, 3};
+  r.max_tokens = m.seq_len;
+  expect_invalid(r, "prompt + max_tokens > seq_len");
+  r.max_tokens = 4;
+  r.temperature = -1;
+  expect_invalid(r, "negative temperature");
+  r.temperature = 0.5f;
+  r.top_p = 1.5f;
+  expect_invalid(r, "top_p 1.5");
+  r.top_p = 1;
+  r.top_k = -2;
+  expect_invalid(r, "top_k -2");
+  r.top_k = 0;
+  r.stop = {""};
+  expect_invalid(r, "an empty stop sequence");
+  r.stop = std::vector<std::string>(9, "x");
+  expect_invalid(r, "nine stop sequences");
+  return failures ? 1 : 0;
+}
+
+int overload(const std::string& addr) {
+  // The test server runs with serve.max_seqs=1 and queues of 2: one long request runs, two
+  // wait, the rest are refused with overloaded.
+  const int n = 8;
+  std::vector<RpcClient::GenerateOutcome> out(n);
+  std::vector<std::thread> th;
+  for (int i = 0; i < n; ++i)
+    th.emplace_back([&, i] {
+      RpcClient c(addr);
+      GenerateRequest r;
+      r.prompt_text = "The long request number " + std::to_string(i);
+      r.max_tokens = 50;
+      out[i] = c.generate(r, [](const std::vector<TokenPiece>&) { return true; });
+    });
+  for (auto& t : th) t.join();
+  int ok = 0, over = 0;
+  double retry = 0;
+  for (const auto& o : out) {
+    ok += o.ok;
+    if (!o.ok && o.error_kind == ErrorKind::Overloaded) {
+      ++over;
+      retry = o.retry_after_s;
+    }
+  }
+  check(ok >= 1 && over >= 1, "8 concurrent requests: " + std::to_string(ok) + " served, " +
+                                  std::to_string(over) + " overloaded");
+  check(ok + over == n, "every request either served or refused with overloaded");
+  check(retry > 0, "overloaded carries a retry-after hint (" + std::to_string(retry) + " s)");
+  // A realtime request with a 2 ms deadline behind a running 50-token request expires
+  // (queued, or mid-reply: the deadline covers the whole reply).
+  RpcClient c(addr);
+  std::thread longer([&] {
+    RpcClient cc(addr);
+    GenerateRequest r;
+    r.prompt_text = "Another long one";
+    r.max_tokens = 50;
+    cc.generate(r, [](const std::vector<TokenPiece>&) { return true; });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  GenerateRequest late;
+  late.prompt_text = "Hurry";
+  late.max_tokens = 30;
+  late.priority = Priority::Realtime;
+  late.deadline_s = 0.002;
+  RpcClient::GenerateOutcome d;
+  run_text(c, late, &d);
+  longer.join();
+  check(!d.ok && d.error_kind == ErrorKind::DeadlineExceeded,
+        std::string("a request past its deadline -> ") + (d.ok ? "ok" : error_kind_name(d.error_kind)) +
+            " (" + d.error_message + ")");
+  StatsSnapshot s;
+  const bool clean = drained(c, 30.0, &s);
+  check(clean, "every KV block free afterwards");
+  check(s.rejected[static_cast<int>(ErrorKind::Overloaded)] == over &&
+            s.rejected[static_cast<int>(ErrorKind::DeadlineExceeded)] == 1,
+        "stats count " + std::to_string(s.rejected[1]) + " overloaded and " + std::to_string(s.rejected[2]) +
+            " deadline_exceeded");
+  GenerateRequest good;
+  good.prompt_text = "Still serving";
+  good.max_tokens = 2;
+  RpcClient::GenerateOutcome g;
+  run_text(c, good, &g);
+  check(g.ok, "the server keeps serving");
+  return failures ? 1 : 0;
+}
+
+int soak(const std::string& addr, int n, uint32_t seed) {
+  const int workers = 8;
+  std::vector<std::thread> th;
+  std::vector<int> done(workers), cut(workers), bad(workers);
+  for (int w = 0; w < workers; ++w)
+    th.emplace_back([&, w] {
+      std::mt19937 rng(seed + static_cast<uint32_t>(w));
+      RpcClient c(addr);
+      const ModelInfo m = c.model_info();
+      for (int i = w; i < n; i += workers) {
+        GenerateRequest r;
+        const int plen = 1 + static_cast<int>(rng() % 40);
+        for (int j = 0; j < plen; ++j) r.prompt_tokens.push_back(static_cast<int32_t>(rng() % 50000));
+        r.max_tokens = 1 + static_cast<int>(rng() % std::min(24, m.seq_len - plen));
+        r.priority = rng() % 4 == 0 ? Priority::Realtime : Priority::Batch;
+        r.temperature = rng() % 2 ? 0.0f : 0.8f;
+        r.seed = rng();
+        const int stop_after = rng() % 5 == 0 ? static_cast<int>(rng() % 4) + 1 : -1;
+        int seen = 0;
+        auto o = c.generate(r, [&](const std::vector<TokenPiece>& ps) {
+          seen += static_cast<int>(ps.size());
+          return stop_after < 0 || seen < stop_after;
+        });
+        if (o.cancelled) ++cut[w];
+        else if (o.ok) ++done[w];
+        else if (o.error_kind != ErrorKind::Overloaded) {
+          ++bad[w];
+          std::fprintf(stderr, "soak: %s: %s\n", error_kind_name(o.error_kind), o.error_message.c_str());
+        }
+      }
+    });
+  for (auto& t : th) t.join();
+  int d = 0, x = 0, b = 0;
+  for (int w = 0; w < workers; ++w) {
+    d += done[w];
+    x += cut[w];
+    b += bad[w];
+  }
+  RpcClient c(addr);
+  StatsSnapshot s;
+  const bool clean = drained(c, 30.0, &s);
+  std::printf("soak: %d requests: %d finished, %d disconnected mid-stream, %d failed\n", n, d, x, b);
+  check(b == 0, "no request failed");
+  check(d + x + b <= n && d > n / 2, "most requests finished");
+  check(clean, "every KV block free at the end (used " + std::to_string(s.kv_blocks_used) + " of " +
+                   std::to_string(s.kv_blocks_total) + ")");
+  return failures ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: serve_check HOST:PORT greedy|seeded|cancel|errors|overload|soak ...\n");
+    return 2;
+  }
+  const std::string addr = argv[1], what = argv[2];
+  try {
+    // One RpcClient per thread at a time (one KJ event loop per thread).
+    if (what == "overload") return overload(addr);
+    if (what == "cancel") return cancel(addr);
+    if (what == "soak" && argc == 5) return soak(addr, std::atoi(argv[3]), static_cast<uint32_t>(std::atoi(argv[4])));
+    RpcClient c(addr);
+    if (what == "greedy" && argc == 5) return greedy(c, argv[3], std::atoi(argv[4]));
+    if (what == "sampled" && argc == 5) return greedy(c, argv[3], std::atoi(argv[4]), true);
+    if (what == "seeded") return seeded(c);
+    if (what == "errors") return errors(c);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "serve_check: %s\n", e.what());
+    return 2;
+  }
+  std::fprintf(stderr, "serve_check: unknown scenario or arguments\n");
+  return 2;
+}
