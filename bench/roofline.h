@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "kernels/cpu/simd.h"
@@ -75,6 +76,51 @@ inline double stream_gbps(int threads, double footprint) {
     best = std::max(best, 12.0 * n * reps / seconds_since(t0) / 1e9);
   }
   volatile float keep = a[n / 2];
+  (void)keep;
+  return best;
+}
+
+// Read bandwidth: sum of a `bytes` (default 512 MiB) fp32 array with all threads (each
+// thread one contiguous part as 4 streams, 4 vector chains in named registers, so neither the
+// adds nor their latency limit; software prefetch 1 KiB ahead, as cpu::linear_forward_skinny
+// does), best of 5 passes, GB/s. Used by kernel_bench's decode section and decode_bench.
+inline double read_gbps(int threads, int64_t bytes = int64_t{512} << 20) {
+  namespace simd = kernels::cpu::simd;
+  constexpr int64_t kLanes = simd::kLanes, kStep = 4 * kLanes;
+  const int64_t n = std::max<int64_t>(bytes / 4 / kStep, 1) * kStep;
+  std::unique_ptr<float[]> a(new float[n]);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) a[i] = 1e-6f * static_cast<float>(i & 1023);  // first touch
+  double best = 0;
+  float sink = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+      // This thread's contiguous part, read as 4 interleaved streams (as the skinny kernel
+      // reads 4 rows of W): one stream per thread leaves DRAM bandwidth unused here.
+      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const int64_t steps = n / kStep / nt / 4, base = t * steps * 4 * kStep;
+      const float* p0 = a.get() + base;
+      simd::VF s0{}, s1{}, s2{}, s3{};
+      for (int64_t c = 0; c < steps * kStep; c += kLanes) {
+        __builtin_prefetch(p0 + c + 256, 0, 0);
+        __builtin_prefetch(p0 + steps * kStep + c + 256, 0, 0);
+        __builtin_prefetch(p0 + 2 * steps * kStep + c + 256, 0, 0);
+        __builtin_prefetch(p0 + 3 * steps * kStep + c + 256, 0, 0);
+        s0 += simd::load(p0 + c);
+        s1 += simd::load(p0 + steps * kStep + c);
+        s2 += simd::load(p0 + 2 * steps * kStep + c);
+        s3 += simd::load(p0 + 3 * steps * kStep + c);
+      }
+      total += simd::hsum((s0 + s1) + (s2 + s3));
+    }
+    const int64_t read = n / kStep / threads / 4 * 4 * kStep * threads;  // floats summed
+    best = std::max(best, 4.0 * read / (seconds_since(t0) * 1e9));
+    sink += total;
+  }
+  volatile float keep = sink;
   (void)keep;
   return best;
 }
