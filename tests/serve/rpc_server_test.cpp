@@ -1,13 +1,20 @@
-// The RPC front end (RpcServer, RpcClient) against FakeBackend over a real TCP socket on
-// 127.0.0.1: streaming order, typed errors, cancellation (client, dropped connection, failed
-// sink, server stop), concurrency and stats round trips. Every wait is bounded: client calls
-// carry a timeout, backend polls too.
+// The RPC front end (RpcServer, RpcClient, /metrics) against FakeBackend over a real TCP
+// socket on 127.0.0.1: streaming order, typed errors, cancellation (client, dropped
+// connection, failed sink, server stop), concurrency, stats round trips, Prometheus text. Every wait is bounded: client calls carry a timeout, backend polls too.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <random>
+#include <set>
+#include <sstream>
 #include <thread>
 
+#include "serve/metrics_text.h"
 #include "serve/rpc_client.h"
 #include "serve/rpc_server.h"
 #include "tests/serve/fake_backend.h"
@@ -324,6 +331,100 @@ TEST(RpcServer, HealthStatsAndModelInfoRoundTrip) {
   EXPECT_EQ(m.kv_block_tokens, 16);
   EXPECT_EQ(m.kv_blocks, 64);
   EXPECT_EQ(m.weights_version, 42);
+}
+
+// A plain-socket HTTP GET; returns the whole response (headers and body) or "" on a timeout.
+std::string http_get(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      char buf[4096];
+      for (;;) {
+        // Done once the headers and Content-Length bytes of body arrived (or the peer closed).
+        const size_t hdr = out.find("\r\n\r\n");
+        if (hdr != std::string::npos) {
+          const size_t cl = out.find("Content-Length: ");
+          if (cl != std::string::npos && cl < hdr &&
+              out.size() >= hdr + 4 + std::stoul(out.substr(cl + 16)))
+            break;
+        }
+        pollfd p{fd, POLLIN, 0};
+        const int left = static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now()).count());
+        if (left <= 0 || ::poll(&p, 1, left) <= 0) break;
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        out.append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+TEST(RpcServer, MetricsEndpointServesPrometheusText) {
+  Harness h(1000, "127.0.0.1:0");
+  ASSERT_GT(h.server.metrics_port(), 0);
+  ASSERT_NE(h.server.metrics_port(), h.server.port());
+  const std::string r = http_get(h.server.metrics_port(), "/metrics");
+  ASSERT_EQ(r.substr(0, 12), "HTTP/1.1 200") << r;
+  EXPECT_NE(r.find("text/plain; version=0.0.4"), std::string::npos);
+  for (const char* line : {"tandem_queue_depth{class=\"realtime\"} 3\n", "tandem_queue_depth{class=\"batch\"} 5\n",
+                           "tandem_kv_blocks_total 64\n", "tandem_kv_blocks_used 7\n",
+                           "tandem_ttft_seconds{class=\"realtime\",quantile=\"0.9\"} 0.02\n",
+                           "tandem_tokens_per_second 123.5\n", "tandem_weights_version 42\n",
+                           "# TYPE tandem_requests_finished_total counter\n",
+                           "tandem_requests_rejected_total{kind=\"overloaded\"} 0\n",
+                           "tandem_output_tokens_total 2000\n", "name=\"fake-gpt\""})
+    EXPECT_NE(r.find(line), std::string::npos) << "missing: " << line << "\nin:\n" << r;
+  const std::string nf = http_get(h.server.metrics_port(), "/other");
+  EXPECT_EQ(nf.substr(0, 12), "HTTP/1.1 404") << nf;
+  // The RPC side is unaffected.
+  RpcClient c(h.addr(), kCallTimeoutS);
+  EXPECT_TRUE(c.health().live);
+}
+
+TEST(MetricsText, EveryFamilyHasHelpAndTypeAndEverySampleParses) {
+  StatsSnapshot s;
+  s.requests_finished = 123456789012345LL;  // prints as an integer, not 1.2e+14
+  ModelInfo m;
+  m.name = "we\"ird\\name";
+  const std::string text = prometheus_text(s, m);
+  EXPECT_NE(text.find("tandem_requests_finished_total 123456789012345\n"), std::string::npos);
+  EXPECT_NE(text.find("name=\"we\\\"ird\\\\name\""), std::string::npos) << text;
+  std::istringstream in(text);
+  std::string line, typed;
+  std::set<std::string> helped;
+  int samples = 0;
+  while (std::getline(in, line)) {
+    ASSERT_FALSE(line.empty());
+    if (line.rfind("# HELP ", 0) == 0) {
+      helped.insert(line.substr(7, line.find(' ', 7) - 7));
+      continue;
+    }
+    if (line.rfind("# TYPE ", 0) == 0) {
+      typed = line.substr(7, line.find(' ', 7) - 7);
+      EXPECT_TRUE(helped.count(typed)) << "TYPE before HELP: " << line;
+      continue;
+    }
+    ++samples;
+    const std::string name = line.substr(0, line.find_first_of("{ "));
+    EXPECT_EQ(name.rfind("tandem_", 0), 0u) << line;
+    EXPECT_EQ(name.rfind(typed, 0), 0u) << "sample outside its family " << typed << ": " << line;
+    const std::string value = line.substr(line.rfind(' ') + 1);
+    size_t used = 0;
+    EXPECT_NO_THROW((void)std::stod(value, &used)) << line;
+    EXPECT_EQ(used, value.size()) << line;
+  }
+  EXPECT_GT(samples, 30);
 }
 
 TEST(RpcServer, StartFailsNamingTheAddressAndStopIsIdempotent) {
