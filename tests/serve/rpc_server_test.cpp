@@ -1,6 +1,7 @@
-// The RPC front end (RpcServer, RpcClient, /metrics) against FakeBackend over a real TCP
-// socket on 127.0.0.1: streaming order, typed errors, cancellation (client, dropped
-// connection, failed sink, server stop), concurrency, stats round trips, Prometheus text. Every wait is bounded: client calls carry a timeout, backend polls too.
+// The RPC front end (RpcServer, RpcClient, /metrics, bench-serve) against FakeBackend over a
+// real TCP socket on 127.0.0.1: streaming order, typed errors, cancellation (client, dropped
+// connection, failed sink, server stop), concurrency, stats round trips and the load
+// generator. Every wait is bounded: client calls carry a timeout, backend polls too.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -14,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "serve/bench_serve.h"
 #include "serve/metrics_text.h"
 #include "serve/rpc_client.h"
 #include "serve/rpc_server.h"
@@ -509,6 +511,54 @@ TEST(RpcServer, StopCancelsRequestsInFlightAndLaterEngineEventsAreDropped) {
   EXPECT_TRUE(done);
   EXPECT_FALSE(out.ok);
   EXPECT_EQ(out.error_message.rfind("rpc:", 0), 0u) << out.error_message;
+}
+
+TEST(BenchServe, ReportCountsEveryRequest) {
+  Harness h;
+  BenchServeOptions o;
+  o.server = h.addr();
+  o.rate = 400;
+  o.requests = 40;
+  o.realtime_fraction = 0.5;
+  o.prompt_min = 1;
+  o.prompt_max = 8;
+  o.output_min = 2;
+  o.output_max = 6;
+  const BenchServeReport r = run_bench_serve(o);
+  EXPECT_EQ(r.cls[0].sent + r.cls[1].sent, 40);
+  EXPECT_EQ(r.cls[0].finished + r.cls[1].finished, 40);
+  EXPECT_GT(r.cls[0].sent, 0);
+  EXPECT_GT(r.cls[1].sent, 0);
+  for (int k = 0; k < 5; ++k) EXPECT_EQ(r.rejected[k], 0) << error_kind_name(static_cast<ErrorKind>(k));
+  EXPECT_GE(r.output_tokens, 80);
+  EXPECT_LE(r.output_tokens, 240);
+  EXPECT_EQ(r.cls[0].ttft.count + r.cls[1].ttft.count, 40);
+  EXPECT_EQ(r.cls[0].tpot.count + r.cls[1].tpot.count, 40);  // every request has >= 2 tokens
+  EXPECT_GT(r.cls[0].ttft.p50, 0.0);
+  EXPECT_LE(r.cls[0].ttft.p50, r.cls[0].ttft.p99);
+  EXPECT_GT(r.seconds, 0.0);
+  EXPECT_GT(r.output_tokens_per_s, 0.0);
+  EXPECT_GT(r.requests_per_s, 0.0);
+  const std::string json = to_json(r);
+  EXPECT_NE(json.find("\"requests\": 40"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"realtime\": {\"sent\": "), std::string::npos) << json;
+  EXPECT_NE(to_table(r).find("TTFT p50"), std::string::npos);
+}
+
+TEST(BenchServe, RejectionsAreCountedByKind) {
+  Harness h(/*max_live=*/1);
+  BenchServeOptions o;
+  o.server = h.addr();
+  o.rate = 2000;
+  o.requests = 30;
+  o.prompt_min = o.prompt_max = 4;
+  o.output_min = o.output_max = 40;
+  const BenchServeReport r = run_bench_serve(o);
+  const int64_t finished = r.cls[0].finished + r.cls[1].finished;
+  EXPECT_EQ(r.cls[0].sent + r.cls[1].sent, 30);
+  EXPECT_GT(r.rejected[static_cast<int>(ErrorKind::Overloaded)], 0);
+  EXPECT_GE(finished, 1);
+  EXPECT_EQ(finished + r.rejected[static_cast<int>(ErrorKind::Overloaded)], 30);
 }
 
 }  // namespace
