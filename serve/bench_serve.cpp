@@ -20,113 +20,76 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double since(Clock::time_point t0, Clock::time_point t) { return std::chrono::duration<double>(t - t0).count(); }
-
-// What the callbacks of the requests in flight write; shared so a late one never dangles.
-struct Tally {
-  std::vector<BenchRequestRecord> records;
-  Clock::time_point last_done;
-};
-
 }  // namespace
 
 BenchServeReport run_bench_serve(const BenchServeOptions& o) {
-  TANDEM_CHECK(o.rate > 0 && (o.requests >= 1 || o.duration_s > 0) && o.prompt_min >= 1 &&
-                   o.prompt_max >= o.prompt_min && o.output_min >= 1 && o.output_max >= o.output_min &&
-                   o.realtime_fraction >= 0 && o.realtime_fraction <= 1,
-               "bench-serve: rate {} requests {} duration {} s prompt {}..{} output {}..{} realtime fraction {}",
-               o.rate, o.requests, o.duration_s, o.prompt_min, o.prompt_max, o.output_min, o.output_max,
-               o.realtime_fraction);
-  auto tally = std::make_shared<Tally>();
+  TANDEM_CHECK(o.rate > 0 && o.requests >= 1 && o.prompt_min >= 1 && o.prompt_max >= o.prompt_min &&
+                   o.output_min >= 1 && o.output_max >= o.output_min && o.realtime_fraction >= 0 &&
+                   o.realtime_fraction <= 1,
+               "bench-serve: rate {} requests {} prompt {}..{} output {}..{} realtime fraction {}", o.rate,
+               o.requests, o.prompt_min, o.prompt_max, o.output_min, o.output_max, o.realtime_fraction);
   RpcClient client(o.server);
   const ModelInfo info = client.model_info();
-  TANDEM_CHECK(o.prompt_text.size() > 0 || (info.vocab > 0 && info.seq_len > 1),
-               "bench-serve: the server at {} reports vocab {} and seq_len {}: no random prompts possible",
-               o.server, info.vocab, info.seq_len);
   std::mt19937_64 rng(o.seed);
   std::exponential_distribution<double> gap(o.rate);
-  auto uniform = [&](int lo, int hi) { return lo + static_cast<int>(rng() % static_cast<uint64_t>(hi - lo + 1)); };
   BenchServeReport rep;
   rep.options = o;
+  std::vector<double> ttft[kNumPriorities], tpot[kNumPriorities];
+  struct Live {
+    Clock::time_point sent, first, last;
+    int tokens = 0;
+    Priority p;
+  };
   const auto t0 = Clock::now();
-  tally->last_done = t0;
   double next = 0.0;
-  for (int i = 0; o.duration_s > 0 || i < o.requests; ++i) {
+  auto last_done = t0;
+  for (int i = 0; i < o.requests; ++i) {
     next += gap(rng);
-    if (o.duration_s > 0 && next > o.duration_s) break;
-    client.wait_ms((next - since(t0, Clock::now())) * 1000.0);  // the loop serves replies meanwhile
+    const double wait = next - std::chrono::duration<double>(Clock::now() - t0).count();
+    if (wait > 0) client.wait_ms(wait * 1000.0);
     GenerateRequest r;
-    int plen = 0;
-    if (!o.prompt_text.empty()) {
-      r.prompt_text = o.prompt_text;
-    } else {
-      plen = std::min(uniform(o.prompt_min, o.prompt_max), info.seq_len - 1);
-      for (int j = 0; j < plen; ++j) r.prompt_tokens.push_back(static_cast<int32_t>(rng() % static_cast<uint64_t>(info.vocab)));
-    }
-    r.max_tokens = uniform(o.output_min, o.output_max);
-    if (plen > 0) r.max_tokens = std::max(1, std::min(r.max_tokens, info.seq_len - plen));
+    const int plen = o.prompt_min + static_cast<int>(rng() % static_cast<uint64_t>(o.prompt_max - o.prompt_min + 1));
+    for (int j = 0; j < plen; ++j) r.prompt_tokens.push_back(static_cast<int32_t>(rng() % static_cast<uint64_t>(info.vocab)));
+    r.max_tokens = o.output_min + static_cast<int>(rng() % static_cast<uint64_t>(o.output_max - o.output_min + 1));
+    r.max_tokens = std::max(1, std::min(r.max_tokens, info.seq_len - plen));
     r.priority = std::uniform_real_distribution<double>(0, 1)(rng) < o.realtime_fraction ? Priority::Realtime
                                                                                          : Priority::Batch;
     r.temperature = o.temperature;
     r.seed = rng();
-    const size_t idx = tally->records.size();
-    BenchRequestRecord rec;
-    rec.priority = r.priority;
-    rec.sent_s = since(t0, Clock::now());
-    rec.prompt_tokens = plen;
-    rec.max_tokens = r.max_tokens;
-    tally->records.push_back(rec);
+    auto live = std::make_shared<Live>();
+    live->sent = Clock::now();
+    live->p = r.priority;
     ++rep.cls[static_cast<int>(r.priority)].sent;
-    struct Timing {
-      Clock::time_point sent = Clock::now(), first, last;
-      int tokens = 0;
-    };
-    auto tm = std::make_shared<Timing>();
     client.start(
         r,
-        [tm](const std::vector<TokenPiece>& ps) {
+        [live](const std::vector<TokenPiece>& ps) {
           const auto now = Clock::now();
-          if (tm->tokens == 0) tm->first = now;
-          tm->tokens += static_cast<int>(ps.size());
-          tm->last = now;
+          if (live->tokens == 0) live->first = now;
+          live->tokens += static_cast<int>(ps.size());
+          live->last = now;
           return true;
         },
-        [tally, tm, idx](const RpcClient::GenerateOutcome& out) {
-          tally->last_done = Clock::now();
-          BenchRequestRecord& rec = tally->records[idx];
-          rec.done = true;
-          rec.ok = out.ok;
-          rec.error_kind = out.error_kind;
-          rec.output_tokens = tm->tokens;
-          if (out.ok && out.result.prompt_tokens > 0) rec.prompt_tokens = out.result.prompt_tokens;
-          if (tm->tokens > 0) rec.ttft_s = std::chrono::duration<double>(tm->first - tm->sent).count();
-          if (tm->tokens > 1) rec.tpot_s = std::chrono::duration<double>(tm->last - tm->first).count() / (tm->tokens - 1);
+        [&, live](const RpcClient::GenerateOutcome& out) {
+          last_done = Clock::now();
+          const int c = static_cast<int>(live->p);
+          if (!out.ok) {
+            ++rep.rejected[static_cast<int>(out.error_kind)];
+            return;
+          }
+          ++rep.cls[c].finished;
+          rep.output_tokens += live->tokens;
+          if (live->tokens > 0) ttft[c].push_back(std::chrono::duration<double>(live->first - live->sent).count());
+          if (live->tokens > 1)
+            tpot[c].push_back(std::chrono::duration<double>(live->last - live->first).count() / (live->tokens - 1));
         });
   }
-  client.run_until_idle(o.drain_timeout_s);
-  std::vector<double> ttft[kNumPriorities], tpot[kNumPriorities];
-  for (const BenchRequestRecord& rec : tally->records) {
-    const int c = static_cast<int>(rec.priority);
-    if (!rec.done) {
-      ++rep.unfinished;
-      continue;
-    }
-    if (!rec.ok) {
-      ++rep.rejected[static_cast<int>(rec.error_kind)];
-      continue;
-    }
-    ++rep.cls[c].finished;
-    rep.output_tokens += rec.output_tokens;
-    if (rec.output_tokens > 0) ttft[c].push_back(rec.ttft_s);
-    if (rec.output_tokens > 1) tpot[c].push_back(rec.tpot_s);
-  }
-  rep.records = tally->records;
-  rep.seconds = since(t0, tally->last_done);
+  client.run_until_idle();
+  rep.seconds = std::chrono::duration<double>(last_done - t0).count();
   for (int c = 0; c < kNumPriorities; ++c) {
     rep.cls[c].ttft = summarize_latencies(ttft[c]);
     rep.cls[c].tpot = summarize_latencies(tpot[c]);
   }
-  const int64_t done = rep.cls[0].finished + rep.cls[1].finished;
+  int64_t done = rep.cls[0].finished + rep.cls[1].finished;
   rep.output_tokens_per_s = rep.seconds > 0 ? static_cast<double>(rep.output_tokens) / rep.seconds : 0.0;
   rep.requests_per_s = rep.seconds > 0 ? static_cast<double>(done) / rep.seconds : 0.0;
   return rep;
@@ -147,19 +110,17 @@ std::string to_json(const BenchServeReport& r) {
     rej += fmt::format("{}\"{}\": {}", k ? ", " : "", error_kind_name(static_cast<ErrorKind>(k)), r.rejected[k]);
   const BenchServeOptions& o = r.options;
   return fmt::format(
-      "{{\"rate\": {}, \"requests\": {}, \"duration_s\": {}, \"realtime_fraction\": {}, \"prompt_tokens\": [{}, {}], "
-      "\"output_tokens\": [{}, {}], \"seed\": {}, \"seconds\": {:.3f}, \"output_tokens_per_s\": {:.2f}, "
-      "\"requests_per_s\": {:.3f}, \"output_tokens_total\": {}, \"unfinished\": {}, \"classes\": {{{}}}, "
-      "\"rejected\": {{{}}}}}\n",
-      o.rate, r.records.size(), o.duration_s, o.realtime_fraction, o.prompt_min, o.prompt_max, o.output_min,
-      o.output_max, o.seed, r.seconds, r.output_tokens_per_s, r.requests_per_s, r.output_tokens, r.unfinished, cls,
-      rej);
+      "{{\"rate\": {}, \"requests\": {}, \"realtime_fraction\": {}, \"prompt_tokens\": [{}, {}], "
+      "\"output_tokens\": [{}, {}], \"seconds\": {:.3f}, \"output_tokens_per_s\": {:.2f}, "
+      "\"requests_per_s\": {:.3f}, \"classes\": {{{}}}, \"rejected\": {{{}}}}}\n",
+      o.rate, o.requests, o.realtime_fraction, o.prompt_min, o.prompt_max, o.output_min, o.output_max, r.seconds,
+      r.output_tokens_per_s, r.requests_per_s, cls, rej);
 }
 
 std::string to_table(const BenchServeReport& r) {
   std::string out = fmt::format("bench-serve: {} requests at {} req/s (Poisson), {:.0f}% realtime, prompt {}..{}, "
                                 "output {}..{} tokens\n",
-                                r.records.size(), r.options.rate, 100 * r.options.realtime_fraction,
+                                r.options.requests, r.options.rate, 100 * r.options.realtime_fraction,
                                 r.options.prompt_min, r.options.prompt_max, r.options.output_min, r.options.output_max);
   out += fmt::format("{:<9} {:>5} {:>5} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}\n", "class", "sent", "done",
                      "TTFT p50", "p90", "p99", "TPOT p50", "p90", "p99");
@@ -173,7 +134,6 @@ std::string to_table(const BenchServeReport& r) {
                      r.requests_per_s, r.seconds);
   out += "rejected:";
   for (int k = 0; k < 5; ++k) out += fmt::format(" {}={}", error_kind_name(static_cast<ErrorKind>(k)), r.rejected[k]);
-  if (r.unfinished > 0) out += fmt::format("; {} without an outcome after {} s", r.unfinished, r.options.drain_timeout_s);
   out += "\n";
   return out;
 }

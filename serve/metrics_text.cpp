@@ -3,39 +3,18 @@
 
 #include <fmt/format.h>
 
-#include <cstdint>
-
 namespace tandem::serve {
-
-namespace {
-
-// A label value with \, " and newlines escaped, as the exposition format asks.
-std::string label(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
-
-}  // namespace
 
 std::string prometheus_text(const StatsSnapshot& s, const ModelInfo& m) {
   std::string out;
   auto head = [&](const char* name, const char* type, const char* help) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
   };
-  // Integers print as integers (a double would turn a large counter into 1e+17).
-  auto gauge = [&](const char* name, const char* help, auto v) {
+  auto gauge = [&](const char* name, const char* help, double v) {
     head(name, "gauge", help);
     out += fmt::format("{} {}\n", name, v);
   };
-  auto counter = [&](const char* name, const char* help, int64_t v) {
+  auto counter = [&](const char* name, const char* help, double v) {
     head(name, "counter", help);
     out += fmt::format("{} {}\n", name, v);
   };
@@ -43,10 +22,10 @@ std::string prometheus_text(const StatsSnapshot& s, const ModelInfo& m) {
   for (int p = 0; p < kNumPriorities; ++p)
     out += fmt::format("tandem_queue_depth{{class=\"{}\"}} {}\n", priority_name(static_cast<Priority>(p)),
                        s.queue_depth[p]);
-  gauge("tandem_active_sequences", "Sequences prefilling or decoding.", s.active_sequences);
-  gauge("tandem_kv_blocks_used", "KV-cache blocks held by sequences.", s.kv_blocks_used);
-  gauge("tandem_kv_blocks_free", "KV-cache blocks free.", s.kv_blocks_free);
-  gauge("tandem_kv_blocks_total", "KV-cache blocks reserved at start-up.", s.kv_blocks_total);
+  gauge("tandem_active_sequences", "Sequences prefilling or decoding.", static_cast<double>(s.active_sequences));
+  gauge("tandem_kv_blocks_used", "KV-cache blocks held by sequences.", static_cast<double>(s.kv_blocks_used));
+  gauge("tandem_kv_blocks_free", "KV-cache blocks free.", static_cast<double>(s.kv_blocks_free));
+  gauge("tandem_kv_blocks_total", "KV-cache blocks reserved at start-up.", static_cast<double>(s.kv_blocks_total));
   auto summary = [&](const char* name, const char* help, const LatencySummary* per_class) {
     head(name, "summary", help);
     for (int p = 0; p < kNumPriorities; ++p) {
@@ -62,20 +41,20 @@ std::string prometheus_text(const StatsSnapshot& s, const ModelInfo& m) {
   summary("tandem_tpot_seconds", "Time per output token after the first (recent window), per class.", s.tpot);
   gauge("tandem_tokens_per_second", "Output tokens per second over the last 10 s.", s.tokens_per_s);
   gauge("tandem_weights_version", "Optimizer step of the weights serving replies.",
-        s.weights_version);
-  counter("tandem_requests_finished_total", "Requests that finished.", s.requests_finished);
+        static_cast<double>(s.weights_version));
+  counter("tandem_requests_finished_total", "Requests that finished.", static_cast<double>(s.requests_finished));
   counter("tandem_requests_cancelled_total", "Requests cancelled by their client.",
-          s.requests_cancelled);
+          static_cast<double>(s.requests_cancelled));
   head("tandem_requests_rejected_total", "counter", "Requests refused or failed, by error kind.");
   for (int k = 0; k < 5; ++k)
     out += fmt::format("tandem_requests_rejected_total{{kind=\"{}\"}} {}\n",
                        error_kind_name(static_cast<ErrorKind>(k)), s.rejected[k]);
-  counter("tandem_prompt_tokens_total", "Prompt tokens of finished requests.", s.prompt_tokens_total);
-  counter("tandem_output_tokens_total", "Output tokens generated.", s.output_tokens_total);
+  counter("tandem_prompt_tokens_total", "Prompt tokens of finished requests.", static_cast<double>(s.prompt_tokens_total));
+  counter("tandem_output_tokens_total", "Output tokens generated.", static_cast<double>(s.output_tokens_total));
   head("tandem_model_info", "gauge", "The served model (value 1).");
   out += fmt::format("tandem_model_info{{name=\"{}\",layers=\"{}\",dim=\"{}\",heads=\"{}\",vocab=\"{}\","
                      "seq_len=\"{}\",dp=\"{}\",tp=\"{}\",pp=\"{}\"}} 1\n",
-                     label(m.name), m.layers, m.dim, m.heads, m.vocab, m.seq_len, m.dp, m.tp, m.pp);
+                     m.name, m.layers, m.dim, m.heads, m.vocab, m.seq_len, m.dp, m.tp, m.pp);
   return out;
 }
 

@@ -140,11 +140,9 @@ class TandemImpl final : public rpc::Tandem::Server {
     try {
       state->id = backend_.submit(std::move(req), stream);
     } catch (const ServeError& e) {
-      spdlog::debug("serve rpc: request refused: {}: {}", error_kind_name(e.kind()), e.what());
       write_error(context.getResults().initOutcome(), e.kind(), e.what(), e.retry_after_s());
       return kj::READY_NOW;
     } catch (const std::exception& e) {
-      spdlog::error("serve rpc: submit failed with a non-ServeError exception: {}", e.what());
       write_error(context.getResults().initOutcome(), ErrorKind::Internal, e.what(), 0.0);
       return kj::READY_NOW;
     }
@@ -152,10 +150,9 @@ class TandemImpl final : public rpc::Tandem::Server {
     auto paf = kj::newPromiseAndFulfiller<void>();
     state->done = kj::mv(paf.fulfiller);
     // Runs when the call's promise is destroyed: after completion, or when the client dropped
-    // the call or the connection, or the server stops (then a request the engine has not ended
-    // yet is cancelled).
+    // the call or the connection (then the request is cancelled).
     auto guard = kj::defer([this, state] {
-      if (!state->complete && !state->ended) cancel_quietly(state->id);
+      if (!state->complete) backend_.cancel(state->id);
       state->complete = true;
     });
     return paf.promise.then([context, state]() mutable {
@@ -185,17 +182,6 @@ class TandemImpl final : public rpc::Tandem::Server {
   }
 
  private:
-  // Runs in destructors too (the guard above), so a failing cancel is logged, never thrown.
-  void cancel_quietly(uint64_t id) noexcept {
-    try {
-      backend_.cancel(id);
-    } catch (const std::exception& e) {
-      spdlog::error("serve rpc: cancel({}) failed: {}", id, e.what());
-    } catch (...) {
-      spdlog::error("serve rpc: cancel({}) failed (unknown exception)", id);
-    }
-  }
-
   void on_tokens(std::weak_ptr<CallState> c, std::vector<TokenPiece> pieces) {
     auto s = c.lock();
     if (!s || s->complete) return;
@@ -225,9 +211,7 @@ class TandemImpl final : public rpc::Tandem::Server {
             auto st = w.lock();
             if (!st || st->complete) return;
             // The client's sink is gone: stop generating and end the call.
-            spdlog::info("serve rpc: request {}: token sink failed ({}); cancelling it", st->id,
-                         e.getDescription().cStr());
-            if (!st->ended) cancel_quietly(st->id);
+            backend_.cancel(st->id);
             st->complete = true;
             st->ok = false;
             st->error_kind = ErrorKind::Internal;
@@ -294,8 +278,6 @@ struct RpcServer::Impl {
   std::promise<void> ready;
   bool listening = false;
 
-  Impl(ServingBackend& b, RpcServerOptions o) : backend(b), opt(std::move(o)) {}
-
   void run() {
     try {
       TaskErrors errors;
@@ -304,9 +286,6 @@ struct RpcServer::Impl {
       auto tasks = std::make_unique<kj::TaskSet>(errors);
       auto main = kj::heap<TandemImpl>(backend, box, *tasks);
       capnp::EzRpcServer server(kj::mv(main), opt.listen);
-      // Closed while the loop still exists (its fulfiller belongs to the loop), on every exit;
-      // from then on the engine's events are dropped where they are posted.
-      KJ_DEFER(box->close());
       auto& ws = server.getWaitScope();
       port = static_cast<int>(server.getPort().wait(ws));
       kj::HttpHeaderTable table;
@@ -321,52 +300,40 @@ struct RpcServer::Impl {
         http = kj::heap<kj::HttpServer>(server.getIoProvider().getTimer(), table, metrics);
         tasks->add(http->listenHttp(*metrics_listener));
       }
-      listening = true;
       ready.set_value();
-      for (bool stop = false; !stop;) {
-        box->wait().wait(ws);
+      listening = true;
+      bool stop = false;
+      auto pump = [&]() -> kj::Promise<void> { return box->wait(); };
+      while (!stop) {
+        pump().wait(ws);
         for (auto& f : box->take()) {
           if (!f) {
-            stop = true;  // the empty closure of stop(); what was posted before it still runs
+            stop = true;
             continue;
           }
-          run_event(f);
+          f();
         }
       }
+      box->close();
     } catch (...) {
-      // Only the message leaves this thread: a thrown kj::Exception must die where it was thrown.
-      std::string what = "unknown exception";
-      try {
-        throw;
-      } catch (const kj::Exception& e) {
-        what = e.getDescription().cStr();
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
+      box->close();
       if (!listening) {
-        ready.set_exception(std::make_exception_ptr(std::runtime_error(what)));
+        ready.set_exception(std::current_exception());
         return;
       }
-      spdlog::error("serve rpc: the event loop failed: {}", what);
-    }
-    box->close();
-  }
-
-  // One engine event: a failure ends that request's bookkeeping, never the loop.
-  static void run_event(const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const kj::Exception& e) {
-      spdlog::error("serve rpc: handling an engine event failed: {}", e.getDescription().cStr());
-    } catch (const std::exception& e) {
-      spdlog::error("serve rpc: handling an engine event failed: {}", e.what());
+      try {
+        throw;
+      } catch (const std::exception& e) {
+        spdlog::error("serve rpc: the event loop failed: {}", e.what());
+      } catch (...) {
+        spdlog::error("serve rpc: the event loop failed (unknown exception)");
+      }
     }
   }
 };
 
 RpcServer::RpcServer(ServingBackend& backend, RpcServerOptions options)
-    : impl_(std::make_unique<Impl>(backend, std::move(options))) {}
+    : impl_(std::make_unique<Impl>(Impl{backend, std::move(options)})) {}
 
 RpcServer::~RpcServer() { stop(); }
 

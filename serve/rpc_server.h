@@ -4,20 +4,15 @@
 // Contract: start() launches one thread that runs a KJ event loop serving `Tandem` with
 // two-party RPC (capnp::EzRpcServer) on options.listen ("host:port", port 0 = any free port)
 // and, when options.metrics_listen is set, Prometheus text at GET /metrics through
-// kj::HttpServer on that address (same loop); it returns once both listen, or throws
-// tandem::Error naming the addresses. Model code never runs on that thread: generate()
-// validates and enqueues through ServingBackend::submit(), and the engine's thread hands
-// stream events back through a mailbox (a mutex-guarded queue whose first post after the
-// loop went idle fulfils a KJ cross-thread promise the loop waits on), so the engine never
-// blocks on the loop and needs no event loop of its own (kj::Executor::executeAsync would
-// need one on the calling thread; executeSync would block the engine). Events name their call
-// by a weak reference: one whose call is gone is dropped, and once the loop stopped the mailbox
-// drops every post. Each reply's tokens go to the client's TokenSink with `-> stream` calls,
-// in order, batched while a call waits for flow control, all before the Outcome. A request
-// the backend refuses gets an Outcome with the typed error (never an RPC exception); the
-// connection stays usable. Dropping a generate call or its connection, a failing TokenSink,
-// or stop() with the request unfinished cancels it: backend.cancel(id) runs exactly once for
-// each such request, never for one whose finished()/failed() already reached the loop.
+// kj::HttpServer on that address; it returns once both listen (or throws naming the address).
+// Model code never runs on that thread: generate() validates and enqueues through
+// ServingBackend::submit(), and the engine's thread hands stream events back through a
+// mailbox (a mutex-guarded queue whose arrival wakes the loop through a KJ cross-thread
+// fulfiller), so the engine never blocks on the loop. Each reply's tokens go to the client's
+// TokenSink with `-> stream` calls, batched while a call is in flight, in order, before the
+// Outcome. A request the backend refuses gets an Outcome with the typed error (never an RPC
+// exception); the connection stays usable. Dropping a generate call (or the connection)
+// cancels it: backend.cancel(id) runs exactly once for an unfinished request.
 // stop() (also in the destructor) ends the loop and joins; idempotent.
 #pragma once
 
