@@ -89,43 +89,37 @@ struct RpcClient::Impl {
 RpcClient::RpcClient(const std::string& host_port) : impl_(std::make_unique<Impl>(host_port)) {}
 RpcClient::~RpcClient() = default;
 
-RpcClient::GenerateOutcome RpcClient::generate(const GenerateRequest& req, const TokenCallback& on_tokens) {
+template <class F>
+auto RpcClient::blocking(F&& f) -> decltype(f(std::declval<kj::WaitScope&>())) {
   auto& ws = impl_->client.getWaitScope();
   try {
-    return impl_->call(req, on_tokens).wait(ws);
+    auto out = f(ws);
+    ws.poll();  // write what the call left queued (e.g. the drop of a cancelled generate)
+    return out;
   } catch (const kj::Exception& e) {
     impl_->rethrow(e);
   }
+}
+
+RpcClient::GenerateOutcome RpcClient::generate(const GenerateRequest& req, const TokenCallback& on_tokens) {
+  return blocking([&](kj::WaitScope& ws) { return impl_->call(req, on_tokens).wait(ws); });
 }
 
 HealthInfo RpcClient::health() {
-  auto& ws = impl_->client.getWaitScope();
-  try {
+  return blocking([&](kj::WaitScope& ws) {
     auto r = impl_->cap.healthRequest().send().wait(ws);
     return HealthInfo{r.getLive(), r.getReady(), r.getDetail()};
-  } catch (const kj::Exception& e) {
-    impl_->rethrow(e);
-  }
+  });
 }
 
 StatsSnapshot RpcClient::stats() {
-  auto& ws = impl_->client.getWaitScope();
-  try {
-    auto r = impl_->cap.statsRequest().send().wait(ws);
-    return from_capnp(r.getStats());
-  } catch (const kj::Exception& e) {
-    impl_->rethrow(e);
-  }
+  return blocking([&](kj::WaitScope& ws) { return from_capnp(impl_->cap.statsRequest().send().wait(ws).getStats()); });
 }
 
 ModelInfo RpcClient::model_info() {
-  auto& ws = impl_->client.getWaitScope();
-  try {
-    auto r = impl_->cap.modelInfoRequest().send().wait(ws);
-    return from_capnp(r.getInfo());
-  } catch (const kj::Exception& e) {
-    impl_->rethrow(e);
-  }
+  return blocking([&](kj::WaitScope& ws) {
+    return from_capnp(impl_->cap.modelInfoRequest().send().wait(ws).getInfo());
+  });
 }
 
 void RpcClient::start(const GenerateRequest& req, TokenCallback on_tokens,

@@ -13,9 +13,14 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "serve/serving_api.h"
+
+namespace kj {
+class WaitScope;
+}
 
 namespace tandem::serve {
 
@@ -49,6 +54,10 @@ class RpcClient {
   int in_flight() const;
 
  private:
+  // Runs f(wait_scope) on this client's loop, then flushes what it queued; a kj::Exception
+  // becomes std::runtime_error naming the address.
+  template <class F>
+  auto blocking(F&& f) -> decltype(f(std::declval<kj::WaitScope&>()));
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

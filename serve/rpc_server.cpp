@@ -11,6 +11,7 @@
 #include <functional>
 #include <future>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -152,8 +153,13 @@ class TandemImpl final : public rpc::Tandem::Server {
     // Runs when the call's promise is destroyed: after completion, or when the client dropped
     // the call or the connection (then the request is cancelled).
     auto guard = kj::defer([this, state] {
-      if (!state->complete) backend_.cancel(state->id);
+      if (state->complete) return;
       state->complete = true;
+      try {
+        backend_.cancel(state->id);
+      } catch (const std::exception& e) {  // never throw from a promise's destructor
+        spdlog::error("serve rpc: cancel of request {} failed: {}", state->id, e.what());
+      }
     });
     return paf.promise.then([context, state]() mutable {
       auto out = context.getResults().initOutcome();
@@ -303,9 +309,8 @@ struct RpcServer::Impl {
       ready.set_value();
       listening = true;
       bool stop = false;
-      auto pump = [&]() -> kj::Promise<void> { return box->wait(); };
       while (!stop) {
-        pump().wait(ws);
+        box->wait().wait(ws);
         for (auto& f : box->take()) {
           if (!f) {
             stop = true;
@@ -313,21 +318,21 @@ struct RpcServer::Impl {
           }
           f();
         }
+        // A ready mailbox makes wait() return without looking at the sockets: read them now,
+        // so cancels and disconnects are seen however busy the engine keeps the mailbox.
+        ws.poll();
       }
       box->close();
+    } catch (const std::exception& e) {
+      // Only plain strings cross threads: KJ aborts when a kj::Exception is destroyed on a
+      // thread other than the one that threw it.
+      box->close();
+      if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error(e.what())));
+      else spdlog::error("serve rpc: the event loop failed: {}", e.what());
     } catch (...) {
       box->close();
-      if (!listening) {
-        ready.set_exception(std::current_exception());
-        return;
-      }
-      try {
-        throw;
-      } catch (const std::exception& e) {
-        spdlog::error("serve rpc: the event loop failed: {}", e.what());
-      } catch (...) {
-        spdlog::error("serve rpc: the event loop failed (unknown exception)");
-      }
+      if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error("unknown exception")));
+      else spdlog::error("serve rpc: the event loop failed (unknown exception)");
     }
   }
 };
