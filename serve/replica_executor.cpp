@@ -69,8 +69,7 @@ Tensor ReplicaExecutor::recompute_stage(int chunk, const StepMessage& m, const T
   Backend& be = replica_.backend();
   const InferBatch& b = m.batch;
   const int64_t C = replica_.options().dim, N = b.num_tokens(), S = b.num_seqs();
-  Tensor out = g.stage().has_head ? be.empty({std::max<int64_t>(S, 1), C}).rows(0, S)
-                                  : be.empty({std::max<int64_t>(N, 1), C}).rows(0, N);
+  Tensor out = step_rows(be, g.stage().has_head ? S : N, C);
   for (int64_t s = 0; s < S; ++s) {
     const int64_t r0 = b.q_start[s], T = b.q_start[s + 1] - r0;
     TANDEM_CHECK(b.positions[r0] == 0, "recompute step: sequence {} starts at position {}", s,
@@ -111,7 +110,7 @@ std::vector<int32_t> ReplicaExecutor::run(const StepMessage& m) {
       if (prev == mesh.pp_rank()) {
         input = x;
       } else {
-        input = be.empty({std::max<int64_t>(N, 1), C}).rows(0, N);
+        input = step_rows(be, N, C);
         mesh.pp().recv(input, prev, kActivationTag + v);
       }
     }

@@ -159,12 +159,6 @@ const std::vector<int32_t>& Scheduler::tokens_of(uint64_t id) const {
   return f->second.tokens;
 }
 
-int32_t Scheduler::generated(uint64_t id) const {
-  auto f = running_.find(id);
-  TANDEM_CHECK(f != running_.end(), "sequence {} is not running", id);
-  return static_cast<int32_t>(f->second.tokens.size() - f->second.req.prompt.size());
-}
-
 InferBatch StepPlan::batch(const Scheduler& s) const {
   InferBatch b;
   for (const Item& it : items)

@@ -86,7 +86,6 @@ class Scheduler {
   const std::vector<int32_t>& blocks_of(uint64_t id) const;
   // Tokens of a running sequence (prompt + generated so far).
   const std::vector<int32_t>& tokens_of(uint64_t id) const;
-  int32_t generated(uint64_t id) const;
 
  private:
   struct Seq {

@@ -259,7 +259,7 @@ Tensor Gpt::forward_cached(const InferBatch& batch, const Tensor* input, KvCache
   const int64_t N = dev.N, C = opt_.dim;
   Tensor x;
   if (stage_.has_embedding) {
-    x = be_.empty({std::max<int64_t>(64, (N + 63) / 64 * 64), C}).rows(0, N);
+    x = step_rows(be_, N, C);
     k::embedding_forward(be_, x, dev.tokens, wte_->value, vocab_begin_, false);
     tp_.all_reduce(x);
     k::embedding_forward(be_, x, dev.positions, wpe_->value, 0, true);
@@ -273,14 +273,12 @@ Tensor Gpt::forward_cached(const InferBatch& batch, const Tensor* input, KvCache
     x = blocks_[l]->forward_cached(x, dev, cache, static_cast<int>(l));
   if (!stage_.has_head) return x;
   const int64_t R = static_cast<int64_t>(batch.logit_rows.size());
-  Tensor h = be_.empty({std::max<int64_t>(R, 1), C}).rows(0, R);
+  Tensor h = step_rows(be_, R, C);
   for (int64_t i = 0; i < R; ++i) {  // gather the wanted rows (a few per step)
     Tensor dst = h.rows(i, i + 1);
     be_.copy(dst, x.rows(batch.logit_rows[i], batch.logit_rows[i] + 1));
   }
-  Tensor out = be_.empty({std::max<int64_t>(R, 1), C}).rows(0, R);
-  Tensor mean = be_.empty({std::max<int64_t>(R, 1)}).rows(0, R);
-  Tensor rstd = be_.empty({std::max<int64_t>(R, 1)}).rows(0, R);
+  Tensor out = step_rows(be_, R, C), mean = step_rows(be_, R, 0), rstd = step_rows(be_, R, 0);
   if (R > 0) k::layernorm_forward(be_, out, mean, rstd, h, lnf_w_->value, lnf_b_->value);
   return out;
 }
@@ -289,7 +287,7 @@ Tensor Gpt::head_logits(const Tensor& h) {
   TANDEM_CHECK(stage_.has_head, "head_logits on a stage without the head (layers {}..{})",
                stage_.first_layer, stage_.first_layer + stage_.num_layers - 1);
   const int64_t R = h.dim(0);
-  Tensor logits = be_.empty({std::max<int64_t>(R, 1), Vl_}).rows(0, R);
+  Tensor logits = step_rows(be_, R, Vl_);
   if (R > 0) k::linear_forward(be_, logits, h, wte_->value, nullptr);
   return logits;
 }

@@ -1,7 +1,6 @@
 // One GPT-2 block: parameters, forward (with recompute-aware saving) and backward.
 #include "runtime/model/gpt_block.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "kernels/attention.h"
@@ -167,10 +166,8 @@ Tensor TransformerBlock::forward_cached(const Tensor& x, const InferBatchDevice&
                                         KvCache& cache, int cache_layer) {
   const int64_t N = batch.N;
   check_shape(x, {N, C_}, "block input (cached inference)");
-  // Row counts vary per step: allocate in buckets of 64 rows so cached buffers stay few.
-  const int64_t Nb = std::max<int64_t>(64, (N + 63) / 64 * 64);
-  auto rows = [&](int64_t cols) { return be_.empty({Nb, cols}).rows(0, N); };
-  Tensor ln = rows(C_), mean = be_.empty({Nb}).rows(0, N), rstd = be_.empty({Nb}).rows(0, N);
+  auto rows = [&](int64_t cols) { return step_rows(be_, N, cols); };
+  Tensor ln = rows(C_), mean = rows(0), rstd = rows(0);
   k::layernorm_forward(be_, ln, mean, rstd, x, w_.ln1_w->value, w_.ln1_b->value);
   Tensor qkv = rows(3 * Cl_);
   k::linear_forward(be_, qkv, ln, w_.qkv_w->value, &w_.qkv_b->value);

@@ -9,13 +9,9 @@ namespace tandem {
 
 namespace {
 
-// Allocation sizes are rounded up so the caching allocator sees a small, bounded set of sizes
-// however the batch composition varies from step to step.
-int64_t bucket(int64_t n) { return std::max<int64_t>(64, (n + 63) / 64 * 64); }
-
 Tensor upload_ids(Backend& be, const std::vector<int32_t>& v) {
   const int64_t n = static_cast<int64_t>(v.size());
-  Tensor dst = be.empty({bucket(n)}, DType::I32).rows(0, n);
+  Tensor dst = step_rows(be, n, 0, DType::I32);
   if (n == 0) return dst;
   Tensor src = Tensor::wrap(const_cast<int32_t*>(v.data()), DeviceKind::CPU, {n}, DType::I32);
   be.copy(dst, src);
@@ -23,6 +19,12 @@ Tensor upload_ids(Backend& be, const std::vector<int32_t>& v) {
 }
 
 }  // namespace
+
+Tensor step_rows(Backend& be, int64_t n, int64_t cols, DType dtype) {
+  const int64_t rows = std::max<int64_t>(64, (n + 63) / 64 * 64);
+  if (cols == 0) return be.empty({rows}, dtype).rows(0, n);
+  return be.empty({rows, cols}, dtype).rows(0, n);
+}
 
 void InferBatch::add_sequence(const std::vector<int32_t>& ids, int32_t past,
                               const std::vector<int32_t>& blocks, int32_t block_tokens,
@@ -97,7 +99,7 @@ void InferBatch::validate(int64_t num_blocks, int64_t block_tokens, int64_t seq_
 
 KvCache::KvCache(Backend& be, int layers, int64_t num_blocks, int64_t block_tokens,
                  int64_t width)
-    : be_(be), num_blocks_(num_blocks), block_tokens_(block_tokens), width_(width) {
+    : be_(be), num_blocks_(num_blocks), block_tokens_(block_tokens) {
   TANDEM_CHECK(layers >= 0 && num_blocks >= 1 && block_tokens >= 1 && width >= 1,
                "KV cache: {} layers, {} blocks of {} tokens, width {}", layers, num_blocks,
                block_tokens, width);

@@ -48,6 +48,11 @@ struct InferBatchDevice {
   int64_t N = 0, S = 0;
 };
 
+// Rows [0, n) of a fresh f32 tensor of [ceil64(n), cols] rows (cols == 0: a vector of n).
+// Step-sized buffers of cached inference come in a bounded set of sizes (multiples of 64 rows)
+// however the batch varies from step to step, so the caching allocator keeps only a few.
+Tensor step_rows(Backend& be, int64_t n, int64_t cols, DType dtype = DType::F32);
+
 class KvCache {
  public:
   // width = local heads * head dim. Zero-filled so unused slots never hold NaNs.
@@ -57,13 +62,12 @@ class KvCache {
   int layers() const { return static_cast<int>(k_.size()); }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_tokens() const { return block_tokens_; }
-  int64_t width() const { return width_; }
   size_t bytes() const;
   InferBatchDevice upload(const InferBatch& batch);
 
  private:
   Backend& be_;
-  int64_t num_blocks_, block_tokens_, width_;
+  int64_t num_blocks_, block_tokens_;
   std::vector<Tensor> k_, v_;
 };
 

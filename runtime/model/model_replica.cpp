@@ -36,8 +36,6 @@ std::vector<Gpt*> ModelReplica::chunk_ptrs() {
   return out;
 }
 
-int ModelReplica::virtual_stage_of(int c) const { return virtual_stage(mesh_.pp_size(), mesh_.pp_rank(), c); }
-
 void ModelReplica::init(uint64_t seed) {
   for (auto& c : chunks_) c->init(seed);
 }

@@ -40,8 +40,6 @@ class ModelReplica {
   Gpt& chunk(int c) { return *chunks_.at(static_cast<size_t>(c)); }
   std::vector<Gpt*> chunk_ptrs();
   int virtual_stages() const { return mesh_.pp_size() * num_chunks(); }
-  // Virtual stage held by chunk c, and the chunk index of virtual stage v on its owner rank.
-  int virtual_stage_of(int c) const;
 
   void init(uint64_t seed);  // layout-independent initial weights in every chunk
   int64_t parameters() const;  // elements held by this rank

@@ -51,9 +51,9 @@ void TokenSampler::all_reduce(std::vector<float>& v, ReduceOp op) {
 }
 
 std::vector<float> TokenSampler::all_gather(const std::vector<float>& v) {
+  if (tp_.size() == 1) return v;
   const int64_t n = static_cast<int64_t>(v.size());
   std::vector<float> out(static_cast<size_t>(n * tp_.size()));
-  if (tp_.size() == 1) return v;
   Tensor in = Tensor::wrap(const_cast<float*>(v.data()), DeviceKind::CPU, {n}, DType::F32);
   Tensor all = Tensor::wrap(out.data(), DeviceKind::CPU, {n * tp_.size()}, DType::F32);
   if (be_.kind() == DeviceKind::CPU) {
@@ -79,13 +79,22 @@ std::vector<int32_t> TokenSampler::sample(const Tensor& logits,
     be_.copy(host, logits);
   }
   const float* L = host.f32();
-  // z = logits / temperature for sampled rows (greedy rows keep the logits).
-  std::vector<float> z(static_cast<size_t>(R * valid_));
-  for (int64_t r = 0; r < R; ++r) {
-    const float inv = samples(rows[r]) ? 1.0f / rows[r].temperature : 1.0f;
-    for (int64_t j = 0; j < valid_; ++j) z[r * valid_ + j] = L[r * local_ + j] * inv;
+  // Greedy rows read the logits in place; sampled rows get z = logits / temperature.
+  int64_t nsampled = 0;
+  for (const SamplingParams& p : rows) nsampled += samples(p);
+  std::vector<float> z(static_cast<size_t>(nsampled * valid_));
+  std::vector<const float*> rowp(static_cast<size_t>(R));
+  for (int64_t r = 0, k = 0; r < R; ++r) {
+    if (!samples(rows[r])) {
+      rowp[r] = L + r * local_;
+      continue;
+    }
+    float* dst = z.data() + (k++) * valid_;
+    const float inv = 1.0f / rows[r].temperature;
+    for (int64_t j = 0; j < valid_; ++j) dst[j] = L[r * local_ + j] * inv;
+    rowp[r] = dst;
   }
-  auto row = [&](int64_t r) { return z.data() + r * valid_; };
+  auto row = [&](int64_t r) { return rowp[r]; };
 
   // Top-k threshold: the k-th largest of the union of every rank's local k largest.
   std::vector<float> thresh(static_cast<size_t>(R), kNegInf);

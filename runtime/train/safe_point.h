@@ -15,13 +15,12 @@
 namespace tandem {
 
 enum class SafePointKind {
-  BetweenSteps,         // after the optimizer step (and ZeRO gather) of `step`
-  BetweenMicrobatches,  // inside a step, between two micro-batches' actions
+  BetweenSteps,  // after the optimizer step (and ZeRO gather) of `step`
 };
 
 struct SafePoint {
   SafePointKind kind = SafePointKind::BetweenSteps;
-  int64_t step = 0;             // the step just finished (BetweenSteps) or running
+  int64_t step = 0;             // the step just finished
   int64_t weights_version = 0;  // version of the weights every rank holds now
 };
 

@@ -21,43 +21,19 @@
 
 #include "kernels/kv_attention.h"
 #include "runtime/core/backend.h"
+#include "tests/kernels/cuda_parity_fixture.h"
 #include "tests/kernels/gradcheck.h"
 
 namespace tandem::kernels {
 namespace {
 
-class CudaParityDecode : public ::testing::Test {
+class CudaParityDecode : public CudaParityFixture {
  protected:
-  void SetUp() override {
-    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    cpu_ = make_cpu_backend(0);
-    gpu_ = make_backend(BackendOptions{.device = "cuda"});
-    ASSERT_EQ(gpu_->kind(), DeviceKind::CUDA);
-  }
-
-  Tensor to_gpu(const Tensor& h) {
-    Tensor d = gpu_->empty(h.shape(), h.dtype());
-    gpu_->copy(d, h);
-    return d;
-  }
-  Tensor to_cpu(const Tensor& d) {
-    Tensor h = cpu_->empty(d.shape(), d.dtype());
-    gpu_->copy(h, d);
-    return h;
-  }
   Tensor ints(const std::vector<int32_t>& v) {
     Tensor t = cpu_->empty({static_cast<int64_t>(v.size())}, DType::I32);
     std::copy(v.begin(), v.end(), t.i32());
     return t;
   }
-  void expect_close(const Tensor& ref, const Tensor& dev, double atol, double rtol,
-                    const std::string& what) {
-    const Tensor got = to_cpu(dev);
-    ASSERT_EQ(got.numel(), ref.numel()) << what;
-    const std::vector<double> want(ref.f32(), ref.f32() + ref.numel());
-    TANDEM_EXPECT_CLOSE(got.f32(), want.data(), got.numel(), atol, rtol, what);
-  }
-
   struct Seq {
     int64_t past, fresh;
   };
@@ -109,7 +85,6 @@ class CudaParityDecode : public ::testing::Test {
 
   std::mt19937 rng_{20240612};
   uint32_t seed_ = 100;
-  std::unique_ptr<Backend> cpu_, gpu_;
 };
 
 TEST_F(CudaParityDecode, Decode) {

@@ -30,6 +30,7 @@
 #include "kernels/layernorm.h"
 #include "kernels/matmul.h"
 #include "runtime/core/backend.h"
+#include "tests/kernels/cuda_parity_fixture.h"
 #ifdef TANDEM_HAVE_CUDA
 #include "runtime/core/cuda/cuda_context.h"
 #endif
@@ -37,14 +38,8 @@
 namespace tandem::kernels {
 namespace {
 
-class CudaParity : public ::testing::Test {
+class CudaParity : public CudaParityFixture {
  protected:
-  void SetUp() override {
-    if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-    cpu_ = make_cpu_backend(0);
-    gpu_ = make_backend(BackendOptions{.device = "cuda"});
-    ASSERT_EQ(gpu_->kind(), DeviceKind::CUDA);
-  }
 
   Backend& cpu() { return *cpu_; }
   Backend& gpu() { return *gpu_; }
@@ -61,50 +56,17 @@ class CudaParity : public ::testing::Test {
     for (int64_t i = 0; i < n; ++i) t.i32()[i] = d(rng_);
     return t;
   }
-  Tensor to_gpu(const Tensor& h) {
-    Tensor d = gpu_->empty(h.shape(), h.dtype());
-    gpu_->copy(d, h);
-    return d;
-  }
-  Tensor to_cpu(const Tensor& d) {
-    Tensor h = cpu_->empty(d.shape(), d.dtype());
-    gpu_->copy(h, d);
-    return h;
-  }
   Tensor clone_cpu(const Tensor& h) {
     Tensor c = cpu_->empty(h.shape(), h.dtype());
     cpu_->copy(c, h);
     return c;
   }
 
-  // Compares a CPU reference with a CUDA result (device tensor), reporting the worst element.
-  void expect_close(const Tensor& ref, const Tensor& dev, double atol, double rtol,
-                    const std::string& what) {
-    ASSERT_EQ(ref.numel(), dev.numel()) << what;
-    Tensor got = to_cpu(dev);
-    int64_t bad = 0, worst_i = -1;
-    double worst = -1.0;  // worst failing error if any element fails, else worst error
-    for (int64_t i = 0; i < ref.numel(); ++i) {
-      const float a = ref.f32()[i], b = got.f32()[i];
-      if (a == b) continue;  // exact, including matching infinities
-      double err = std::fabs(static_cast<double>(a) - b);
-      if (std::isnan(err)) err = INFINITY;
-      const bool ok = err <= atol + rtol * std::fabs(static_cast<double>(a));
-      if (!ok && bad++ == 0) worst = -1.0;  // first failure: report failures only from now on
-      if ((bad == 0 || !ok) && err > worst) worst = err, worst_i = i;
-    }
-    EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << ref.numel()
-                      << " elements outside atol " << atol << " + rtol " << rtol << "; worst at "
-                      << worst_i << ": cpu " << (worst_i >= 0 ? ref.f32()[worst_i] : 0.f)
-                      << " cuda " << (worst_i >= 0 ? got.f32()[worst_i] : 0.f) << " (err "
-                      << worst << ")";
-  }
   void expect_equal(const Tensor& ref, const Tensor& dev, const std::string& what) {
     expect_close(ref, dev, 0.0, 0.0, what);
   }
 
   std::mt19937 rng_{20240611};
-  std::unique_ptr<Backend> cpu_, gpu_;
 };
 
 // ------------------------------------------------------------------ backend
