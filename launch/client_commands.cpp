@@ -88,9 +88,9 @@ int generate_command(int argc, char** argv) {
     return 10 + static_cast<int>(out.error_kind);
   }
   const auto& res = out.result;
-  std::fprintf(stderr, "finish: %s, %d tokens (prompt %d), ttft %.1f ms, total %.1f ms, weights version %lld\n",
+  std::fprintf(stderr, "finish: %s, %d tokens (prompt %d), ttft %.1f ms, total %.1f ms, weights version %lld, replica %d\n",
                serve::finish_reason_name(res.finish), res.output_tokens, res.prompt_tokens, 1e3 * res.ttft_s,
-               1e3 * res.total_s, static_cast<long long>(res.weights_version));
+               1e3 * res.total_s, static_cast<long long>(res.weights_version), res.replica);
   return 0;
 }
 

@@ -146,6 +146,7 @@ const std::vector<KeySpec>& schema() {
       {.path = "serve.listen", .field = TANDEM_FIELD(serve.listen)},
       {.path = "serve.metrics_listen", .field = TANDEM_FIELD(serve.metrics_listen),
        .allow_empty = true},
+      {.path = "serve.replica_listen", .field = TANDEM_FIELD(serve.replica_listen)},
       {.path = "serve.name", .field = TANDEM_FIELD(serve.name), .allow_empty = true},
       {.path = "serve.kv_blocks", .field = TANDEM_FIELD(serve.kv_blocks), .range = at_least(1)},
       {.path = "serve.kv_block_tokens", .field = TANDEM_FIELD(serve.kv_block_tokens),
@@ -525,6 +526,11 @@ void check_cross_keys(const RunConfig& cfg) {
                      "serve.max_seqs: {})",
                      sv.max_batch_tokens, sv.max_seqs, origin_of(cfg, "serve.max_batch_tokens"),
                      origin_of(cfg, "serve.max_seqs")));
+  if (sv.replica_listen.find(':') != std::string::npos && sv.replica_listen != "::")
+    fail(lead(cfg, {"serve.replica_listen"}),
+         fmt::format("serve.replica_listen='{}' must be a host without a port (each replica's "
+                     "server takes a free port; serve.replica_listen: {})",
+                     sv.replica_listen, origin_of(cfg, "serve.replica_listen")));
   const TrainOptions& t = cfg.train;
   if (t.stop_after > t.steps)
     fail(lead(cfg, {"train.stop_after", "train.steps"}),

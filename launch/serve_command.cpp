@@ -1,4 +1,6 @@
-// The serve command: config -> mesh -> model replica <- checkpoint -> engine + RPC server.
+// The serve command: config -> mesh -> model replica <- checkpoint -> engine + RPC server;
+// with parallel.dp > 1 every replica's leader serves its own replica on serve.replica_listen
+// and world rank 0 also runs the router on serve.listen (launch/serve_replicas.h).
 #include "launch/serve_command.h"
 
 #include <spdlog/spdlog.h>
@@ -17,6 +19,7 @@
 #include "ckpt/checkpoint_dir.h"
 #include "launch/config.h"
 #include "launch/rank_setup.h"
+#include "launch/serve_replicas.h"
 #include "parallel/mesh.h"
 #include "runtime/core/error.h"
 #include "runtime/data/bpe_tokenizer.h"
@@ -24,6 +27,7 @@
 #include "runtime/train/checkpointer.h"
 #include "serve/engine.h"
 #include "serve/replica_executor.h"
+#include "serve/rpc_router.h"
 #include "serve/rpc_server.h"
 
 namespace tandem {
@@ -61,6 +65,15 @@ ServeArgs parse_serve_args(int argc, char** argv) {
   return a;
 }
 
+void write_port_file(const std::string& path, int port, int metrics_port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << port << "\n" << metrics_port << "\n" << getpid() << "\n";
+  }
+  std::filesystem::rename(tmp, path);  // readers never see a partial file
+}
+
 serve::EngineOptions engine_options(const RunConfig& cfg, const std::string& config_path) {
   serve::EngineOptions o;
   const ServeOptions& s = cfg.serve;
@@ -89,9 +102,6 @@ int serve_command(MpiEnv& env, int argc, char** argv) {
     args = parse_serve_args(argc, argv);
     cfg = load_config(args.config, args.overrides);
     check_layout(cfg, env.world_size());
-    if (cfg.parallel.dp != 1)
-      throw ConfigError(fmt::format("parallel.dp={}: tandem serve runs one replica (dp 1) in this "
-                                    "version; use tp and pp to shard it", cfg.parallel.dp));
     file = ckpt::resolve_checkpoint(args.checkpoint);
   };
   if (!config_ok_everywhere(check, env.rank())) return 2;
@@ -119,27 +129,51 @@ int serve_command(MpiEnv& env, int argc, char** argv) {
                static_cast<double>(exec.kv_bytes()) / 1e6);
   std::unique_ptr<BpeTokenizer> tok;
   if (exec.is_leader()) tok = std::make_unique<BpeTokenizer>(BpeTokenizer::load(cfg.data.tokenizer));
-  serve::Engine engine(exec, tok.get(), engine_options(cfg, args.config));
+  serve::EngineOptions eo = engine_options(cfg, args.config);
+  const bool routed = p.dp > 1;
+  std::unique_ptr<ReplicaPeers> peers;  // routed only
+  if (routed) {
+    eo.stop_requested = [&peers] { return g_stop_signal.load() || (peers && peers->stop_received()); };
+  }
+  serve::Engine engine(exec, tok.get(), eo);
   std::unique_ptr<serve::RpcServer> server;
   if (exec.is_leader()) {
     serve::RpcServerOptions ro;
-    ro.listen = so.listen;
-    ro.metrics_listen = so.metrics_listen;
+    ro.listen = routed ? so.replica_listen + ":0" : so.listen;
+    ro.metrics_listen = routed ? std::string() : so.metrics_listen;
     server = std::make_unique<serve::RpcServer>(engine, ro);
     server->start();
-    spdlog::info("serving on {} (port {}){}", so.listen, server->port(),
-                 so.metrics_listen.empty() ? std::string()
-                                           : fmt::format(", metrics on port {}", server->metrics_port()));
-    if (!args.port_file.empty()) {
-      const std::string tmp = args.port_file + ".tmp";
-      {
-        std::ofstream out(tmp);
-        out << server->port() << "\n" << server->metrics_port() << "\n" << getpid() << "\n";
-      }
-      std::filesystem::rename(tmp, args.port_file);  // readers never see a partial file
+  }
+  std::unique_ptr<serve::RpcRouter> router;
+  int port = server ? server->port() : 0, metrics_port = server ? server->metrics_port() : 0;
+  if (routed) {
+    const std::string addr =
+        server ? fmt::format("{}:{}", advertised_host(so.replica_listen), server->port()) : std::string();
+    peers = std::make_unique<ReplicaPeers>(env.world(), p.dp, mesh.dp_rank(), exec.is_leader(), addr, p.timeout_s);
+    if (server) spdlog::info("replica {} serving on {}", mesh.dp_rank(), addr);
+    if (env.rank() == 0) {
+      serve::RpcRouterOptions rt;
+      rt.listen = so.listen;
+      rt.metrics_listen = so.metrics_listen;
+      rt.replicas = peers->addresses();
+      router = std::make_unique<serve::RpcRouter>(rt);
+      router->start();
+      port = router->port();
+      metrics_port = router->metrics_port();
     }
   }
+  if (env.rank() == 0) {
+    spdlog::info("serving on {} (port {}){}{}", so.listen, port,
+                 metrics_port ? fmt::format(", metrics on port {}", metrics_port) : std::string(),
+                 routed ? fmt::format(", round-robin over {} replicas", p.dp) : std::string());
+    if (!args.port_file.empty()) write_port_file(args.port_file, port, metrics_port);
+  }
   engine.run();
+  if (peers) {
+    peers->stop_all();  // rank 0: the other replicas stop while the router still passes replies
+    peers->finish();    // the other leaders: report the stop to rank 0
+  }
+  if (router) router->stop();
   if (server) server->stop();
   spdlog::info("serve: stopped");
   return 0;

@@ -62,6 +62,7 @@ void to_capnp(const GenerateResult& r, rpc::Result::Builder b) {
   b.setTtftS(r.ttft_s);
   b.setTotalS(r.total_s);
   b.setWeightsVersion(r.weights_version);
+  b.setReplica(r.replica);
 }
 
 GenerateResult from_capnp(rpc::Result::Reader r) {
@@ -72,6 +73,7 @@ GenerateResult from_capnp(rpc::Result::Reader r) {
   g.ttft_s = r.getTtftS();
   g.total_s = r.getTotalS();
   g.weights_version = r.getWeightsVersion();
+  g.replica = r.getReplica();
   return g;
 }
 
@@ -99,6 +101,10 @@ void to_capnp(const StatsSnapshot& s, rpc::Stats::Builder b) {
   }
   b.setPromptTokensTotal(s.prompt_tokens_total);
   b.setOutputTokensTotal(s.output_tokens_total);
+  if (!s.replicas.empty()) {
+    auto reps = b.initReplicas(static_cast<unsigned>(s.replicas.size()));
+    for (unsigned i = 0; i < reps.size(); ++i) to_capnp(s.replicas[i], reps[i]);
+  }
 }
 
 StatsSnapshot from_capnp(rpc::Stats::Reader r) {
@@ -123,6 +129,7 @@ StatsSnapshot from_capnp(rpc::Stats::Reader r) {
   }
   s.prompt_tokens_total = r.getPromptTokensTotal();
   s.output_tokens_total = r.getOutputTokensTotal();
+  for (auto rep : r.getReplicas()) s.replicas.push_back(from_capnp(rep));
   return s;
 }
 

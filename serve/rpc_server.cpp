@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "runtime/core/error.h"
+#include "serve/kj_glue.h"
 #include "serve/metrics_text.h"
 #include "serve/rpc_convert.h"
 #include "serve/tandem.capnp.h"
@@ -244,31 +245,13 @@ class MetricsService final : public kj::HttpService {
   MetricsService(ServingBackend& backend, const kj::HttpHeaderTable& table) : backend_(backend), table_(table) {}
   kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url, const kj::HttpHeaders&,
                             kj::AsyncInputStream&, Response& response) override {
-    kj::HttpHeaders headers(table_);
-    if (method != kj::HttpMethod::GET || (url != "/metrics" && !url.startsWith("/metrics?"))) {
-      headers.set(kj::HttpHeaderId::CONTENT_TYPE, "text/plain");
-      auto body = kj::str("not found: GET /metrics serves the Prometheus text\n");
-      auto stream = response.send(404, "Not Found", headers, body.size());
-      auto p = stream->write(body.begin(), body.size());
-      return p.attach(kj::mv(stream), kj::mv(body));
-    }
-    headers.set(kj::HttpHeaderId::CONTENT_TYPE, "text/plain; version=0.0.4");
-    auto body = kj::heapString(prometheus_text(backend_.stats(), backend_.model_info()));
-    auto stream = response.send(200, "OK", headers, body.size());
-    auto p = stream->write(body.begin(), body.size());
-    return p.attach(kj::mv(stream), kj::mv(body));
+    if (!is_metrics_get(method, url)) return send_text(response, table_, 404, "Not Found", kMetricsNotFound);
+    return send_text(response, table_, 200, "OK", prometheus_text(backend_.stats(), backend_.model_info()));
   }
 
  private:
   ServingBackend& backend_;
   const kj::HttpHeaderTable& table_;
-};
-
-class TaskErrors final : public kj::TaskSet::ErrorHandler {
- public:
-  void taskFailed(kj::Exception&& e) override {
-    spdlog::warn("serve rpc: {}", e.getDescription().cStr());
-  }
 };
 
 }  // namespace
@@ -286,7 +269,7 @@ struct RpcServer::Impl {
 
   void run() {
     try {
-      TaskErrors errors;
+      LoggedTaskErrors errors("serve rpc");
       // Tasks hold promises of the loop below and of the HTTP server: destroyed first (the
       // KJ_DEFER after the last object they use), while the event loop still exists.
       auto tasks = std::make_unique<kj::TaskSet>(errors);
@@ -345,15 +328,9 @@ RpcServer::~RpcServer() { stop(); }
 void RpcServer::start() {
   TANDEM_CHECK(!impl_->started, "RpcServer::start called twice");
   impl_->started = true;
-  auto fut = impl_->ready.get_future();
-  impl_->thread = std::thread([this] { impl_->run(); });
-  try {
-    fut.get();
-  } catch (const std::exception& e) {
-    impl_->thread.join();
-    throw Error(fmt::format("serve: cannot listen on {} (serve.listen) / '{}' (serve.metrics_listen): {}",
-                            impl_->opt.listen, impl_->opt.metrics_listen, e.what()));
-  }
+  start_loop_thread(impl_->thread, impl_->ready, [this] { impl_->run(); },
+                    fmt::format("serve: cannot listen on {} (serve.listen) / '{}' (serve.metrics_listen)",
+                                impl_->opt.listen, impl_->opt.metrics_listen));
 }
 
 void RpcServer::stop() {

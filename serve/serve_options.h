@@ -13,6 +13,9 @@ namespace tandem {
 struct ServeOptions {
   std::string listen = "127.0.0.1:7411";  // RPC address (port 0: any free port)
   std::string metrics_listen;             // Prometheus text at GET /metrics ("" = off)
+  // parallel.dp > 1: the host each replica's own RPC server binds (any free port); the router
+  // on serve.listen connects to it. A wildcard ("*", "0.0.0.0") advertises the node's name.
+  std::string replica_listen = "127.0.0.1";
   std::string name;                       // the model name modelInfo reports ("" = config stem)
   int kv_blocks = 512;
   int kv_block_tokens = 16;

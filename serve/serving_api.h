@@ -81,6 +81,7 @@ struct GenerateResult {
   double ttft_s = 0.0;           // arrival -> first token handed to the stream
   double total_s = 0.0;          // arrival -> finish
   int64_t weights_version = 0;   // optimizer step of the weights that computed all of it
+  int32_t replica = 0;           // the data-parallel replica that served it (set by the router)
 };
 
 class GenerateStream {
@@ -113,6 +114,7 @@ struct StatsSnapshot {
   int64_t requests_finished = 0, requests_cancelled = 0;
   int64_t rejected[5] = {0, 0, 0, 0, 0};  // indexed by ErrorKind
   int64_t prompt_tokens_total = 0, output_tokens_total = 0;
+  std::vector<StatsSnapshot> replicas;  // dp > 1 (the router): each replica's own; else empty
 };
 
 struct ModelInfo {

@@ -67,6 +67,7 @@ struct Result {
   ttftS @3 :Float64;           # arrival -> first token sent
   totalS @4 :Float64;          # arrival -> finish
   weightsVersion @5 :Int64;    # optimizer step of the weights that computed the reply
+  replica @6 :Int32;           # the data-parallel replica that served it (0 when dp = 1)
 }
 
 struct Outcome {
@@ -108,6 +109,8 @@ struct Stats {
   rejections @9 :List(Rejection);
   promptTokensTotal @10 :Int64;
   outputTokensTotal @11 :Int64;
+  replicas @12 :List(Stats);  # dp > 1: each replica's own stats (the fields above sum them;
+                              # latency percentiles are the worst replica's); else empty
 }
 
 struct ModelInfo {

@@ -7,7 +7,10 @@
 #   - health / modelInfo answer, and GET /metrics serves Prometheus text;
 #   - a second server with a tiny queue: a full queue refuses with overloaded (retry-after),
 #     a request whose deadline passes while queued gets deadline_exceeded, then it serves on;
-#   - SIGTERM stops every rank cleanly.
+#   - SIGTERM stops every rank cleanly;
+#   - the same seeded / cancel / errors scenarios and /metrics through the router of a
+#     data-parallel server (parallel.dp=2, two ranks): both replicas serve, and the cancel
+#     frees the blocks of whichever replica held them.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh" "$@"
 need_data
@@ -53,4 +56,21 @@ rc=$?
 cat "$WORK/overload.out"
 [ $rc = 0 ] || { tail -20 "$WORK/tight.log"; fail "scenario overload"; }
 stop_server tight
+
+start_server routed 2 600 "$CKPT" --set parallel.dp=2 --set serve.metrics_listen=127.0.0.1:0 --set serve.kv_blocks=64
+for scenario in seeded cancel cancel errors; do
+  timeout 120 "$SERVE_CHECK" "$SERVER_ADDR" "$scenario" > "$WORK/routed-$scenario.out" 2>&1
+  rc=$?
+  sed 's/^/dp2: /' "$WORK/routed-$scenario.out"
+  [ $rc = 0 ] || { tail -20 "$WORK/routed.log"; fail "dp=2: scenario $scenario"; }
+done
+timeout 60 "$SERVE_CHECK" "$SERVER_ADDR" replicas 2 || { tail -20 "$WORK/routed.log"; fail "dp=2: requests not spread"; }
+python3 - "$METRICS_PORT" > "$WORK/routed-metrics.txt" <<'PY' || fail "dp=2: GET /metrics failed"
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode())
+PY
+grep -q '^tandem_model_info{.*dp="2"' "$WORK/routed-metrics.txt" || { grep model_info "$WORK/routed-metrics.txt"; fail "dp=2: metrics do not say dp 2"; }
+grep -q '^tandem_kv_blocks_total 128' "$WORK/routed-metrics.txt" || { grep kv_blocks "$WORK/routed-metrics.txt"; fail "dp=2: metrics do not sum both replicas' 64 blocks"; }
+stop_server routed
+pass "dp=2: the router serves both replicas; cancel, typed errors and metrics through it"
 pass "typed errors, cancellation, overload and deadlines through the real client and server"

@@ -286,6 +286,7 @@ sample:
 serve:
   listen: "0.0.0.0:9000"
   metrics_listen: "127.0.0.1:9001"
+  replica_listen: "10.1.2.3"
   name: every
   kv_blocks: 33
   kv_block_tokens: 8
@@ -350,6 +351,7 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.serve.kv_block_tokens, 8);
   EXPECT_EQ(c.serve.max_seqs, 5);
   EXPECT_EQ(c.serve.max_batch_tokens, 40);
+  EXPECT_EQ(c.serve.replica_listen, "10.1.2.3");
   EXPECT_EQ(c.serve.prefill_chunk, 24);
   EXPECT_EQ(c.serve.queue_realtime, 3);
   EXPECT_EQ(c.serve.queue_batch, 4);
@@ -382,6 +384,16 @@ TEST(Config, ServeBatchTokensMustCoverRunningSequences) {
     FAIL() << "no error";
   } catch (const ConfigError& e) {
     EXPECT_HAS(std::string(e.what()), "serve.max_batch_tokens=16 must be >= serve.max_seqs=32");
+  }
+}
+
+TEST(Config, ReplicaListenIsAHostWithoutAPort) {
+  EXPECT_EQ(config_from_yaml_string("serve:\n  replica_listen: \"*\"\n", {}, "s.yaml").serve.replica_listen, "*");
+  try {
+    config_from_yaml_string("serve:\n  replica_listen: 10.0.0.5:7000\n", {}, "s.yaml");
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_HAS(std::string(e.what()), "serve.replica_listen='10.0.0.5:7000' must be a host without a port");
   }
 }
 

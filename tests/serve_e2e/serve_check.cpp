@@ -9,6 +9,8 @@
 //   serve_check HOST:PORT errors                            each bad request: its typed error
 //   serve_check HOST:PORT overload                          full queue -> overloaded; deadline
 //   serve_check HOST:PORT soak N SEED                       N random requests, disconnects
+//   serve_check HOST:PORT replicas N                        stats list N replicas, each of
+//                                                           which finished a request
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -315,6 +317,22 @@ int soak(const std::string& addr, int n, uint32_t seed) {
   return failures ? 1 : 0;
 }
 
+// The router's stats: N replicas, each of which served at least one request; modelInfo dp N.
+int replicas(RpcClient& c, int n) {
+  const StatsSnapshot s = c.stats();
+  std::string per;
+  bool each = true;
+  for (size_t i = 0; i < s.replicas.size(); ++i) {
+    per += (i ? ", " : "") + std::to_string(s.replicas[i].requests_finished);
+    each = each && s.replicas[i].requests_finished >= 1;
+  }
+  check(static_cast<int>(s.replicas.size()) == n,
+        "stats list " + std::to_string(s.replicas.size()) + " replicas (want " + std::to_string(n) + ")");
+  check(each, "every replica finished requests (" + per + ")");
+  check(c.model_info().dp == n, "modelInfo reports dp " + std::to_string(n));
+  return failures ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -333,6 +351,7 @@ int main(int argc, char** argv) {
     if (what == "sampled" && argc == 5) return greedy(c, argv[3], std::atoi(argv[4]), true);
     if (what == "seeded") return seeded(c);
     if (what == "errors") return errors(c);
+    if (what == "replicas" && argc == 4) return replicas(c, std::atoi(argv[3]));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "serve_check: %s\n", e.what());
     return 2;

@@ -1,0 +1,263 @@
+// The data-parallel front end: round-robin forwarding to the replicas' RPC servers (contract
+// in rpc_router.h).
+#include "serve/rpc_router.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/compat/http.h>
+#include <spdlog/spdlog.h>
+
+#include <future>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "runtime/core/error.h"
+#include "serve/kj_glue.h"
+#include "serve/metrics_text.h"
+#include "serve/rpc_convert.h"
+#include "serve/stats_merge.h"
+#include "serve/tandem.capnp.h"
+
+namespace tandem::serve {
+
+namespace {
+
+struct Upstream {
+  std::string addr;
+  kj::Own<kj::AsyncIoStream> conn;
+  kj::Own<capnp::TwoPartyClient> rpc;
+  rpc::Tandem::Client cap = nullptr;
+};
+
+bool worth_another_replica(rpc::Outcome::Reader o) {
+  if (!o.isError()) return false;
+  const auto k = o.getError().getKind();
+  return k == rpc::ErrorKind::OVERLOADED || k == rpc::ErrorKind::SHUTTING_DOWN;
+}
+
+// Every replica's stats, merged; a replica that does not answer fails the whole call.
+kj::Promise<StatsSnapshot> gather_stats(std::vector<Upstream>& ups) {
+  auto builder = kj::heapArrayBuilder<kj::Promise<StatsSnapshot>>(ups.size());
+  for (size_t i = 0; i < ups.size(); ++i) {
+    builder.add(ups[i].cap.statsRequest().send().then(
+        [](capnp::Response<rpc::Tandem::StatsResults>&& r) { return from_capnp(r.getStats()); },
+        [addr = ups[i].addr, i](kj::Exception&& e) -> StatsSnapshot {
+          throw std::runtime_error(fmt::format("stats of replica {} ({}) failed: {}", i, addr,
+                                               e.getDescription().cStr()));
+        }));
+  }
+  return kj::joinPromises(builder.finish()).then([](kj::Array<StatsSnapshot> all) {
+    return merge_replica_stats(std::vector<StatsSnapshot>(all.begin(), all.end()));
+  });
+}
+
+kj::Promise<ModelInfo> replica0_info(std::vector<Upstream>& ups) {
+  const int n = static_cast<int>(ups.size());
+  return ups[0].cap.modelInfoRequest().send().then(
+      [n](capnp::Response<rpc::Tandem::ModelInfoResults>&& r) {
+        ModelInfo m = from_capnp(r.getInfo());
+        m.dp = n;  // replica 0's layout string already names dp x tp x pp
+        return m;
+      });
+}
+
+class RouterImpl final : public rpc::Tandem::Server {
+ public:
+  explicit RouterImpl(std::vector<Upstream>& ups) : ups_(ups) {}
+
+  kj::Promise<void> generate(GenerateContext context) override {
+    context.allowCancellation();
+    const size_t first = next_++ % ups_.size();
+    return forward(context, first, 0);
+  }
+
+  kj::Promise<void> health(HealthContext context) override {
+    auto builder = kj::heapArrayBuilder<kj::Promise<HealthInfo>>(ups_.size());
+    for (auto& u : ups_) {
+      builder.add(u.cap.healthRequest().send().then(
+          [](capnp::Response<rpc::Tandem::HealthResults>&& r) {
+            return HealthInfo{r.getLive(), r.getReady(), r.getDetail()};
+          },
+          [](kj::Exception&& e) {
+            return HealthInfo{false, false, std::string("unreachable: ") + e.getDescription().cStr()};
+          }));
+    }
+    return kj::joinPromises(builder.finish()).then([context](kj::Array<HealthInfo> hs) mutable {
+      bool ready = true;
+      std::string detail;
+      for (size_t i = 0; i < hs.size(); ++i) {
+        ready = ready && hs[i].live && hs[i].ready;
+        detail += fmt::format("{}replica {}: {}{}", i ? "; " : "", i, hs[i].ready ? "ready" : "not ready",
+                              hs[i].detail.empty() ? "" : " (" + hs[i].detail + ")");
+      }
+      auto r = context.getResults();
+      r.setLive(true);
+      r.setReady(ready);
+      r.setDetail(detail);
+    });
+  }
+
+  kj::Promise<void> stats(StatsContext context) override {
+    return gather_stats(ups_).then([context](StatsSnapshot s) mutable {
+      to_capnp(s, context.getResults().initStats());
+    });
+  }
+
+  kj::Promise<void> modelInfo(ModelInfoContext context) override {
+    return replica0_info(ups_).then([context](ModelInfo m) mutable {
+      to_capnp(m, context.getResults().initInfo());
+    });
+  }
+
+ private:
+  kj::Promise<void> forward(GenerateContext context, size_t i, size_t tried) {
+    auto params = context.getParams();
+    auto req = ups_[i].cap.generateRequest();
+    req.setParams(params.getParams());
+    req.setSink(params.getSink());
+    return req.send().then(
+        [this, context, i, tried](capnp::Response<rpc::Tandem::GenerateResults>&& r) mutable -> kj::Promise<void> {
+          auto o = r.getOutcome();
+          if (worth_another_replica(o) && tried + 1 < ups_.size())
+            return forward(context, (i + 1) % ups_.size(), tried + 1);
+          auto results = context.getResults();
+          results.setOutcome(o);
+          if (o.isResult()) results.getOutcome().getResult().setReplica(static_cast<int32_t>(i));
+          return kj::READY_NOW;
+        },
+        [this, context, i](kj::Exception&& e) mutable {
+          auto err = context.getResults().initOutcome().initError();
+          err.setKind(rpc::ErrorKind::INTERNAL);
+          err.setMessage(fmt::format("replica {} ({}) failed: {}", i, ups_[i].addr, e.getDescription().cStr()));
+        });
+  }
+
+  std::vector<Upstream>& ups_;
+  size_t next_ = 0;
+};
+
+class RouterMetrics final : public kj::HttpService {
+ public:
+  RouterMetrics(std::vector<Upstream>& ups, const kj::HttpHeaderTable& table) : ups_(ups), table_(table) {}
+  kj::Promise<void> request(kj::HttpMethod method, kj::StringPtr url, const kj::HttpHeaders&,
+                            kj::AsyncInputStream&, Response& response) override {
+    if (!is_metrics_get(method, url)) return send_text(response, table_, 404, "Not Found", kMetricsNotFound);
+    return gather_stats(ups_).then([this](StatsSnapshot s) {
+      return replica0_info(ups_).then([s = kj::mv(s)](ModelInfo m) { return prometheus_text(s, m); });
+    }).then(
+        [this, &response](std::string text) { return send_text(response, table_, 200, "OK", text); },
+        [this, &response](kj::Exception&& e) {
+          return send_text(response, table_, 503, "Service Unavailable",
+                           std::string("a replica did not answer: ") + e.getDescription().cStr() + "\n");
+        });
+  }
+
+ private:
+  std::vector<Upstream>& ups_;
+  const kj::HttpHeaderTable& table_;
+};
+
+}  // namespace
+
+struct RpcRouter::Impl {
+  RpcRouterOptions opt;
+  std::thread thread;
+  std::promise<void> ready;
+  int port = 0, metrics_port = 0;
+  bool started = false, stopping = false;
+
+  std::mutex mu;  // guards stop_fulfiller and stop_now
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_fulfiller;
+  bool stop_now = false;
+
+  void run() {
+    bool listening = false;
+    try {
+      auto io = kj::setupAsyncIo();
+      auto& ws = io.waitScope;
+      auto& network = io.provider->getNetwork();
+      std::vector<Upstream> ups(opt.replicas.size());
+      for (size_t i = 0; i < ups.size(); ++i) {
+        Upstream& u = ups[i];
+        u.addr = opt.replicas[i];
+        try {
+          u.conn = network.parseAddress(u.addr).wait(ws)->connect().wait(ws);
+        } catch (const kj::Exception& e) {
+          throw std::runtime_error(fmt::format("cannot connect to replica {} at {}: {}", i, u.addr,
+                                               e.getDescription().cStr()));
+        }
+        u.rpc = kj::heap<capnp::TwoPartyClient>(*u.conn);
+        u.cap = u.rpc->bootstrap().castAs<rpc::Tandem>();
+      }
+      LoggedTaskErrors errors("serve router");
+      auto tasks = std::make_unique<kj::TaskSet>(errors);
+      capnp::TwoPartyServer server(kj::heap<RouterImpl>(ups));
+      auto listener = network.parseAddress(opt.listen).wait(ws)->listen();
+      port = static_cast<int>(listener->getPort());
+      kj::HttpHeaderTable table;
+      RouterMetrics metrics(ups, table);
+      kj::Own<kj::HttpServer> http;
+      kj::Own<kj::ConnectionReceiver> metrics_listener;
+      // The tasks hold promises of the listeners and the HTTP server: destroyed before them.
+      KJ_DEFER(tasks.reset());
+      tasks->add(server.listen(*listener));
+      if (!opt.metrics_listen.empty()) {
+        metrics_listener = network.parseAddress(opt.metrics_listen).wait(ws)->listen();
+        metrics_port = static_cast<int>(metrics_listener->getPort());
+        http = kj::heap<kj::HttpServer>(io.provider->getTimer(), table, metrics);
+        tasks->add(http->listenHttp(*metrics_listener));
+      }
+      auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        stop_fulfiller = kj::mv(paf.fulfiller);
+        if (stop_now) stop_fulfiller->fulfill();
+      }
+      ready.set_value();
+      listening = true;
+      paf.promise.wait(ws);
+      std::lock_guard<std::mutex> lock(mu);
+      stop_fulfiller = nullptr;
+    } catch (const std::exception& e) {
+      // Only plain strings cross threads (a kj::Exception must die on the thread that threw it).
+      if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error(e.what())));
+      else spdlog::error("serve router: the event loop failed: {}", e.what());
+    } catch (const kj::Exception& e) {
+      const std::string what = e.getDescription().cStr();
+      if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error(what)));
+      else spdlog::error("serve router: the event loop failed: {}", what);
+    }
+  }
+};
+
+RpcRouter::RpcRouter(RpcRouterOptions options) : impl_(std::make_unique<Impl>()) {
+  TANDEM_CHECK(!options.replicas.empty(), "RpcRouter needs at least one replica address");
+  impl_->opt = std::move(options);
+}
+
+RpcRouter::~RpcRouter() { stop(); }
+
+void RpcRouter::start() {
+  TANDEM_CHECK(!impl_->started, "RpcRouter::start called twice");
+  impl_->started = true;
+  start_loop_thread(impl_->thread, impl_->ready, [this] { impl_->run(); },
+                    fmt::format("serve router: cannot listen on {} (serve.listen) / '{}' (serve.metrics_listen) "
+                                "or reach the replicas", impl_->opt.listen, impl_->opt.metrics_listen));
+}
+
+void RpcRouter::stop() {
+  if (!impl_ || !impl_->started || impl_->stopping) return;
+  impl_->stopping = true;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop_now = true;
+    if (impl_->stop_fulfiller) impl_->stop_fulfiller->fulfill();
+  }
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+int RpcRouter::port() const { return impl_->port; }
+int RpcRouter::metrics_port() const { return impl_->metrics_port; }
+
+}  // namespace tandem::serve

@@ -1,0 +1,18 @@
+// merge_replica_stats: one StatsSnapshot for a serving job of several data-parallel replicas.
+//
+// Contract: counts, gauges and rates (queue depths, active sequences, KV blocks, tokens/s,
+// finished/cancelled/rejected requests, token totals, latency sample counts) are summed over
+// the replicas; each latency percentile is the worst (largest) among replicas that have
+// samples, so a slow replica is never averaged away; weights_version is the oldest replica's.
+// `replicas` of the result holds the inputs (without their own nested lists).
+#pragma once
+
+#include <vector>
+
+#include "serve/serving_api.h"
+
+namespace tandem::serve {
+
+StatsSnapshot merge_replica_stats(const std::vector<StatsSnapshot>& replicas);
+
+}  // namespace tandem::serve
