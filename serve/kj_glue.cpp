@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <stdexcept>
+
 #include "runtime/core/error.h"
 
 namespace tandem::serve {
@@ -27,6 +29,23 @@ void start_loop_thread(std::thread& thread, std::promise<void>& ready, std::func
     thread.join();
     throw Error(error_prefix + ": " + e.what());
   }
+}
+
+void run_loop_body(std::promise<void>& ready, const bool& listening, const char* who,
+                   const std::function<void()>& body) {
+  std::string what;
+  try {
+    body();
+    return;
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (const kj::Exception& e) {
+    what = e.getDescription().cStr();
+  } catch (...) {
+    what = "unknown exception";
+  }
+  if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error(what)));
+  else spdlog::error("{}: the event loop failed: {}", who, what);
 }
 
 bool is_metrics_get(kj::HttpMethod method, kj::StringPtr url) {

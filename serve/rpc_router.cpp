@@ -171,63 +171,56 @@ struct RpcRouter::Impl {
   kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop_fulfiller;
   bool stop_now = false;
 
-  void run() {
-    bool listening = false;
-    try {
-      auto io = kj::setupAsyncIo();
-      auto& ws = io.waitScope;
-      auto& network = io.provider->getNetwork();
-      std::vector<Upstream> ups(opt.replicas.size());
-      for (size_t i = 0; i < ups.size(); ++i) {
-        Upstream& u = ups[i];
-        u.addr = opt.replicas[i];
-        try {
-          u.conn = network.parseAddress(u.addr).wait(ws)->connect().wait(ws);
-        } catch (const kj::Exception& e) {
-          throw std::runtime_error(fmt::format("cannot connect to replica {} at {}: {}", i, u.addr,
-                                               e.getDescription().cStr()));
-        }
-        u.rpc = kj::heap<capnp::TwoPartyClient>(*u.conn);
-        u.cap = u.rpc->bootstrap().castAs<rpc::Tandem>();
+  bool listening = false;
+
+  void run() { run_loop_body(ready, listening, "serve router", [this] { loop(); }); }
+
+  void loop() {
+    auto io = kj::setupAsyncIo();
+    auto& ws = io.waitScope;
+    auto& network = io.provider->getNetwork();
+    std::vector<Upstream> ups(opt.replicas.size());
+    for (size_t i = 0; i < ups.size(); ++i) {
+      Upstream& u = ups[i];
+      u.addr = opt.replicas[i];
+      try {
+        u.conn = network.parseAddress(u.addr).wait(ws)->connect().wait(ws);
+      } catch (const kj::Exception& e) {
+        throw std::runtime_error(fmt::format("cannot connect to replica {} at {}: {}", i, u.addr,
+                                             e.getDescription().cStr()));
       }
-      LoggedTaskErrors errors("serve router");
-      auto tasks = std::make_unique<kj::TaskSet>(errors);
-      capnp::TwoPartyServer server(kj::heap<RouterImpl>(ups));
-      auto listener = network.parseAddress(opt.listen).wait(ws)->listen();
-      port = static_cast<int>(listener->getPort());
-      kj::HttpHeaderTable table;
-      RouterMetrics metrics(ups, table);
-      kj::Own<kj::HttpServer> http;
-      kj::Own<kj::ConnectionReceiver> metrics_listener;
-      // The tasks hold promises of the listeners and the HTTP server: destroyed before them.
-      KJ_DEFER(tasks.reset());
-      tasks->add(server.listen(*listener));
-      if (!opt.metrics_listen.empty()) {
-        metrics_listener = network.parseAddress(opt.metrics_listen).wait(ws)->listen();
-        metrics_port = static_cast<int>(metrics_listener->getPort());
-        http = kj::heap<kj::HttpServer>(io.provider->getTimer(), table, metrics);
-        tasks->add(http->listenHttp(*metrics_listener));
-      }
-      auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        stop_fulfiller = kj::mv(paf.fulfiller);
-        if (stop_now) stop_fulfiller->fulfill();
-      }
-      ready.set_value();
-      listening = true;
-      paf.promise.wait(ws);
-      std::lock_guard<std::mutex> lock(mu);
-      stop_fulfiller = nullptr;
-    } catch (const std::exception& e) {
-      // Only plain strings cross threads (a kj::Exception must die on the thread that threw it).
-      if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error(e.what())));
-      else spdlog::error("serve router: the event loop failed: {}", e.what());
-    } catch (const kj::Exception& e) {
-      const std::string what = e.getDescription().cStr();
-      if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error(what)));
-      else spdlog::error("serve router: the event loop failed: {}", what);
+      u.rpc = kj::heap<capnp::TwoPartyClient>(*u.conn);
+      u.cap = u.rpc->bootstrap().castAs<rpc::Tandem>();
     }
+    LoggedTaskErrors errors("serve router");
+    auto tasks = std::make_unique<kj::TaskSet>(errors);
+    capnp::TwoPartyServer server(kj::heap<RouterImpl>(ups));
+    auto listener = network.parseAddress(opt.listen).wait(ws)->listen();
+    port = static_cast<int>(listener->getPort());
+    kj::HttpHeaderTable table;
+    RouterMetrics metrics(ups, table);
+    kj::Own<kj::HttpServer> http;
+    kj::Own<kj::ConnectionReceiver> metrics_listener;
+    // The tasks hold promises of the listeners and the HTTP server: destroyed before them.
+    KJ_DEFER(tasks.reset());
+    tasks->add(server.listen(*listener));
+    if (!opt.metrics_listen.empty()) {
+      metrics_listener = network.parseAddress(opt.metrics_listen).wait(ws)->listen();
+      metrics_port = static_cast<int>(metrics_listener->getPort());
+      http = kj::heap<kj::HttpServer>(io.provider->getTimer(), table, metrics);
+      tasks->add(http->listenHttp(*metrics_listener));
+    }
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop_fulfiller = kj::mv(paf.fulfiller);
+      if (stop_now) stop_fulfiller->fulfill();
+    }
+    ready.set_value();
+    listening = true;
+    paf.promise.wait(ws);
+    std::lock_guard<std::mutex> lock(mu);
+    stop_fulfiller = nullptr;
   }
 };
 

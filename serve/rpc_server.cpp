@@ -268,54 +268,46 @@ struct RpcServer::Impl {
   bool listening = false;
 
   void run() {
-    try {
-      LoggedTaskErrors errors("serve rpc");
-      // Tasks hold promises of the loop below and of the HTTP server: destroyed first (the
-      // KJ_DEFER after the last object they use), while the event loop still exists.
-      auto tasks = std::make_unique<kj::TaskSet>(errors);
-      auto main = kj::heap<TandemImpl>(backend, box, *tasks);
-      capnp::EzRpcServer server(kj::mv(main), opt.listen);
-      auto& ws = server.getWaitScope();
-      port = static_cast<int>(server.getPort().wait(ws));
-      kj::HttpHeaderTable table;
-      MetricsService metrics(backend, table);
-      kj::Own<kj::HttpServer> http;
-      kj::Own<kj::ConnectionReceiver> metrics_listener;
-      KJ_DEFER(tasks.reset());
-      if (!opt.metrics_listen.empty()) {
-        auto addr = server.getIoProvider().getNetwork().parseAddress(opt.metrics_listen).wait(ws);
-        metrics_listener = addr->listen();
-        metrics_port = static_cast<int>(metrics_listener->getPort());
-        http = kj::heap<kj::HttpServer>(server.getIoProvider().getTimer(), table, metrics);
-        tasks->add(http->listenHttp(*metrics_listener));
-      }
-      ready.set_value();
-      listening = true;
-      bool stop = false;
-      while (!stop) {
-        box->wait().wait(ws);
-        for (auto& f : box->take()) {
-          if (!f) {
-            stop = true;
-            continue;
-          }
-          f();
+    run_loop_body(ready, listening, "serve rpc", [this] { loop(); });
+    box->close();
+  }
+
+  void loop() {
+    LoggedTaskErrors errors("serve rpc");
+    // Tasks hold promises of the loop below and of the HTTP server: destroyed first (the
+    // KJ_DEFER after the last object they use), while the event loop still exists.
+    auto tasks = std::make_unique<kj::TaskSet>(errors);
+    auto main = kj::heap<TandemImpl>(backend, box, *tasks);
+    capnp::EzRpcServer server(kj::mv(main), opt.listen);
+    auto& ws = server.getWaitScope();
+    port = static_cast<int>(server.getPort().wait(ws));
+    kj::HttpHeaderTable table;
+    MetricsService metrics(backend, table);
+    kj::Own<kj::HttpServer> http;
+    kj::Own<kj::ConnectionReceiver> metrics_listener;
+    KJ_DEFER(tasks.reset());
+    if (!opt.metrics_listen.empty()) {
+      auto addr = server.getIoProvider().getNetwork().parseAddress(opt.metrics_listen).wait(ws);
+      metrics_listener = addr->listen();
+      metrics_port = static_cast<int>(metrics_listener->getPort());
+      http = kj::heap<kj::HttpServer>(server.getIoProvider().getTimer(), table, metrics);
+      tasks->add(http->listenHttp(*metrics_listener));
+    }
+    ready.set_value();
+    listening = true;
+    bool stop = false;
+    while (!stop) {
+      box->wait().wait(ws);
+      for (auto& f : box->take()) {
+        if (!f) {
+          stop = true;
+          continue;
         }
-        // A ready mailbox makes wait() return without looking at the sockets: read them now,
-        // so cancels and disconnects are seen however busy the engine keeps the mailbox.
-        ws.poll();
+        f();
       }
-      box->close();
-    } catch (const std::exception& e) {
-      // Only plain strings cross threads: KJ aborts when a kj::Exception is destroyed on a
-      // thread other than the one that threw it.
-      box->close();
-      if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error(e.what())));
-      else spdlog::error("serve rpc: the event loop failed: {}", e.what());
-    } catch (...) {
-      box->close();
-      if (!listening) ready.set_exception(std::make_exception_ptr(std::runtime_error("unknown exception")));
-      else spdlog::error("serve rpc: the event loop failed (unknown exception)");
+      // A ready mailbox makes wait() return without looking at the sockets: read them now,
+      // so cancels and disconnects are seen however busy the engine keeps the mailbox.
+      ws.poll();
     }
   }
 };
