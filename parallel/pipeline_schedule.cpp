@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "runtime/core/error.h"
@@ -272,6 +274,51 @@ SimResult simulate_actions(const std::vector<std::vector<Action>>& per_rank, int
   mean_busy /= stages;
   res.bubble_fraction = res.makespan > 0 ? 1.0 - mean_busy / res.makespan : 0.0;
   return res;
+}
+
+std::vector<bool> safe_cuts(const std::vector<std::vector<Action>>& per_rank, int chunks) {
+  const int stages = static_cast<int>(per_rank.size());
+  TANDEM_CHECK(stages >= 1 && chunks >= 1, "safe_cuts needs >= 1 rank and chunk (got {} and {})",
+               stages, chunks);
+  const size_t n = per_rank[0].size();
+  for (int r = 1; r < stages; ++r)
+    TANDEM_CHECK(per_rank[r].size() == n, "safe_cuts: rank {} has {} actions, rank 0 has {}", r,
+                 per_rank[r].size(), n);
+  // Position of every (phase, micro-batch, virtual stage) in its rank's list.
+  std::map<std::tuple<int, int, int>, size_t> pos;
+  for (int r = 0; r < stages; ++r)
+    for (size_t i = 0; i < n; ++i) {
+      const Action& a = per_rank[r][i];
+      TANDEM_CHECK(a.chunk >= 0 && a.chunk < chunks, "safe_cuts: rank {} action #{} {} has chunk outside [0, {})",
+                   r, i, to_string(a), chunks);
+      pos[{a.phase == Phase::Backward, a.microbatch, a.chunk * stages + r}] = i;
+    }
+  const int vstages = stages * chunks;
+  // need[i]: one past the latest position (on any rank) that some action at position i waits for.
+  std::vector<size_t> need(n, 0);
+  auto dep = [&](size_t i, int phase, int m, int v) {
+    auto f = pos.find({phase, m, v});
+    TANDEM_CHECK(f != pos.end(), "safe_cuts: {} of micro-batch {} on virtual stage {} is in no list",
+                 phase ? "backward" : "forward", m, v);
+    need[i] = std::max(need[i], f->second + 1);
+  };
+  for (int r = 0; r < stages; ++r)
+    for (size_t i = 0; i < n; ++i) {
+      const Action& a = per_rank[r][i];
+      const int v = a.chunk * stages + r;
+      if (a.phase == Phase::Forward) {
+        if (v > 0) dep(i, 0, a.microbatch, v - 1);
+      } else if (v < vstages - 1) {
+        dep(i, 1, a.microbatch, v + 1);
+      }
+    }
+  std::vector<bool> safe(n + 1, true);
+  size_t reach = 0;  // max of need[] over the positions before the cut
+  for (size_t k = 1; k <= n; ++k) {
+    reach = std::max(reach, need[k - 1]);
+    safe[k] = reach <= k;
+  }
+  return safe;
 }
 
 }  // namespace tandem

@@ -90,4 +90,13 @@ SimResult simulate(ScheduleKind kind, int stages, int microbatches, int chunks, 
 SimResult simulate_actions(const std::vector<std::vector<Action>>& per_rank, int chunks,
                            double fwd_cost, double bwd_cost);
 
+// Safe cuts (serving windows inside a pipelined step, ../shared/DESIGN.md principle 5): cut k
+// means "after each rank's first k actions". All ranks must have lists of one length n. Cut k
+// is safe when no action among the first k of any rank depends on an action past the first k
+// of another (dependencies as in simulate()), so every rank can reach cut k without waiting
+// for a rank that is itself waiting at cut k: a collective there cannot deadlock against the
+// pipeline's receives. Returns n + 1 flags (cuts 0 and n are always safe). With one stage
+// every cut is safe.
+std::vector<bool> safe_cuts(const std::vector<std::vector<Action>>& per_rank, int chunks);
+
 }  // namespace tandem

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -342,5 +344,88 @@ TEST(PipelineSchedule, SimulatorRejectsMalformedLists) {
   EXPECT_THROW(simulate(ScheduleKind::OneFOneB, 2, 2, 1, -1.0, 1.0), Error);
 }
 
+
+// Runs every rank's list where each rank must also wait at every cut marked in `barrier` until
+// all ranks have reached it (a serving window's collective); true when every action ran.
+bool runs_with_barriers(const std::vector<std::vector<Action>>& lists, int chunks,
+                               const std::vector<bool>& barrier) {
+  const int S = static_cast<int>(lists.size());
+  const size_t n = lists[0].size();
+  std::set<std::tuple<int, int, int>> done;  // (backward, microbatch, virtual stage)
+  std::vector<size_t> next(S, 0);
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int r = 0; r < S; ++r) {
+      while (next[r] < n) {
+        const size_t k = next[r];
+        if (k > 0 && barrier[k]) {  // at cut k: every rank must have arrived
+          bool all = true;
+          for (int q = 0; q < S; ++q) all = all && next[q] >= k;
+          if (!all) break;
+        }
+        const Action& a = lists[r][k];
+        const int v = a.chunk * S + r, V = S * chunks;
+        const bool ready = a.phase == Phase::Forward
+                               ? (v == 0 || done.count({0, a.microbatch, v - 1}))
+                               : (done.count({0, a.microbatch, v}) &&
+                                  (v == V - 1 || done.count({1, a.microbatch, v + 1})));
+        if (!ready) break;
+        done.insert({a.phase == Phase::Backward, a.microbatch, v});
+        ++next[r];
+        moved = true;
+      }
+    }
+  }
+  for (int r = 0; r < S; ++r)
+    if (next[r] < n) return false;
+  return true;
+}
+
+TEST(PipelineSchedule, SafeCutsLetEveryScheduleFinishWithABarrierAtEachOne) {
+  struct Case { ScheduleKind kind; int stages, M, chunks; };
+  const Case cases[] = {{ScheduleKind::GPipe, 1, 4, 1},       {ScheduleKind::GPipe, 2, 4, 1},
+                        {ScheduleKind::OneFOneB, 2, 4, 1},    {ScheduleKind::OneFOneB, 4, 8, 1},
+                        {ScheduleKind::OneFOneB, 3, 5, 1},    {ScheduleKind::Interleaved, 2, 4, 2},
+                        {ScheduleKind::Interleaved, 4, 8, 2}, {ScheduleKind::Interleaved, 2, 6, 3}};
+  for (const Case& c : cases) {
+    std::vector<std::vector<Action>> lists;
+    for (int s = 0; s < c.stages; ++s) lists.push_back(make_schedule(c.kind, c.stages, s, c.M, c.chunks));
+    const std::vector<bool> safe = safe_cuts(lists, c.chunks);
+    ASSERT_EQ(safe.size(), lists[0].size() + 1);
+    EXPECT_TRUE(safe.front() && safe.back());
+    int count = 0;
+    for (bool b : safe) count += b;
+    if (c.stages == 1) EXPECT_EQ(count, static_cast<int>(safe.size()));
+    // Between micro-batches there must be somewhere to serve: at least one inner cut.
+    EXPECT_GT(count, 2) << schedule_name(c.kind) << " pp " << c.stages << " M " << c.M;
+    EXPECT_TRUE(runs_with_barriers(lists, c.chunks, safe))
+        << schedule_name(c.kind) << " pp " << c.stages << " M " << c.M << " chunks " << c.chunks;
+    // Each cut not marked safe deadlocks on its own as a barrier (the flags are exact).
+    for (size_t k = 1; k < safe.size(); ++k) {
+      if (safe[k]) continue;
+      std::vector<bool> only(safe.size(), false);
+      only[k] = true;
+      EXPECT_FALSE(runs_with_barriers(lists, c.chunks, only))
+          << "cut " << k << " of " << schedule_name(c.kind) << " pp " << c.stages;
+    }
+  }
+}
+
+TEST(PipelineSchedule, SafeCutsOfHandMadeListsAndBadInput) {
+  // Stage 1 waits at position 1 for stage 0's F1 at position 1 (same index: still safe).
+  const std::vector<std::vector<Action>> even = {
+      {{0, 0, Phase::Forward}, {1, 0, Phase::Forward}, {0, 0, Phase::Backward}, {1, 0, Phase::Backward}},
+      {{0, 0, Phase::Forward}, {0, 0, Phase::Backward}, {1, 0, Phase::Forward}, {1, 0, Phase::Backward}}};
+  EXPECT_EQ(safe_cuts(even, 1), (std::vector<bool>{true, true, true, true, true}));
+  // Stage 1's F1 at position 1 needs stage 0's F1 at position 2, so cut 2 is unsafe; stage
+  // 0's B0 at position 1 needs stage 1's B0 at position 2, so cut 3 is the next safe one. (The
+  // list deadlocks anyway; safe_cuts only reads the dependencies.)
+  const std::vector<std::vector<Action>> skewed = {
+      {{0, 0, Phase::Forward}, {0, 0, Phase::Backward}, {1, 0, Phase::Forward}, {1, 0, Phase::Backward}},
+      {{0, 0, Phase::Forward}, {1, 0, Phase::Forward}, {0, 0, Phase::Backward}, {1, 0, Phase::Backward}}};
+  EXPECT_EQ(safe_cuts(skewed, 1), (std::vector<bool>{true, true, false, true, true}));
+  EXPECT_THROW(safe_cuts({even[0], {even[1][0]}}, 1), Error);  // lengths differ
+  EXPECT_THROW(safe_cuts(even, 0), Error);
+}
 }  // namespace
 }  // namespace tandem
