@@ -143,6 +143,10 @@ const std::vector<KeySpec>& schema() {
        .range = at_least(0)},
       {.path = "sample.top_k", .field = TANDEM_FIELD(sample.top_k), .range = at_least(0)},
 
+      {.path = "serve.mode", .field = TANDEM_FIELD(serve.mode),
+       .choices = {"off", "windows", "dedicated"}},
+      {.path = "serve.max_wait_ms", .field = TANDEM_FIELD(serve.max_wait_ms), .range = above(0)},
+      {.path = "serve.batch_budget", .field = TANDEM_FIELD(serve.batch_budget), .range = closed(0, 1)},
       {.path = "serve.listen", .field = TANDEM_FIELD(serve.listen)},
       {.path = "serve.metrics_listen", .field = TANDEM_FIELD(serve.metrics_listen),
        .allow_empty = true},

@@ -50,4 +50,11 @@ bool config_ok_everywhere(const std::function<void()>& check, int rank) {
   return false;
 }
 
+std::unique_ptr<Backend> make_rank_backend(const std::string& device, int threads, const MpiEnv& env) {
+  BackendOptions bo;
+  bo.device = device;
+  bo.threads = threads == 0 ? default_threads(env.local_size()) : threads;
+  return make_backend(bo_for_rank(bo, env));
+}
+
 }  // namespace tandem

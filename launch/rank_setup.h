@@ -3,6 +3,8 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <string>
 
 #include "parallel/mpi_env.h"
 #include "runtime/core/backend.h"
@@ -15,6 +17,8 @@ int default_threads(int local_size);
 // Binds this rank to a GPU by its node-local rank (works under mpirun and srun alike);
 // "auto" becomes "cuda" when a GPU is visible, else "cpu".
 BackendOptions bo_for_rank(BackendOptions bo, const MpiEnv& env);
+// The backend of this rank for train.device and train.threads (0: default_threads).
+std::unique_ptr<Backend> make_rank_backend(const std::string& device, int threads, const MpiEnv& env);
 // Every rank validates on its own; then one collective agrees on the outcome, so a rank
 // whose config failed never leaves the others waiting in a later collective.
 bool all_ranks_ok(bool ok);

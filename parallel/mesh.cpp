@@ -133,6 +133,11 @@ std::string Mesh::describe() const {
                      size_[1], size_[2], order_str_, world_rank_, coord_[0], coord_[1], coord_[2]);
 }
 
+std::unique_ptr<Communicator> Mesh::duplicate(Axis a, const std::string& name) {
+  const int color = members(a).front();  // the group's first world rank names it
+  return split(world_comm_, color, coord_[static_cast<int>(a)], name);
+}
+
 std::unique_ptr<Communicator> Mesh::split(MPI_Comm world, int color, int key,
                                           const std::string& name) {
   MPI_Comm comm = MPI_COMM_NULL;

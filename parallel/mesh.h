@@ -68,6 +68,10 @@ class Mesh {
   MPI_Comm world_comm() const { return world_comm_; }
   Communicator& group(Axis a);
   Communicator* embedding() { return embedding_.get(); }
+  // A new communicator over this rank's group along `a` (same members and ranks, same kind:
+  // NCCL on a CUDA mesh), so a second user of the group (the serving engine beside training)
+  // has its own message space. Collective over the whole world.
+  std::unique_ptr<Communicator> duplicate(Axis a, const std::string& name);
 
   // "dp 2 x tp 2 x pp 1 (order tp-dp-pp): rank 3 = dp 1, tp 1, pp 0"
   std::string describe() const;

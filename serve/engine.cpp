@@ -86,7 +86,7 @@ std::vector<int32_t> Engine::validate(const GenerateRequest& req) const {
 uint64_t Engine::submit(GenerateRequest req, std::shared_ptr<GenerateStream> stream) {
   std::vector<int32_t> ids;
   try {
-    if (stop_) throw ServeError(ErrorKind::ShuttingDown, "the server is shutting down");
+    if (stop_ || !accepting_) throw ServeError(ErrorKind::ShuttingDown, "the server is shutting down");
     ids = validate(req);
   } catch (const ServeError& e) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -155,6 +155,8 @@ StatsSnapshot Engine::stats() {
   s.kv_blocks_free = sched_.pool().free_count();
   s.kv_blocks_total = sched_.pool().total();
   s.weights_version = weights_version_;
+  s.training_version = std::max(training_version_, weights_version_);
+  s.windows_opened = windows_opened_;
   return s;
 }
 
@@ -270,6 +272,128 @@ void Engine::deliver(const StepPlan& plan, const std::vector<int32_t>& sampled) 
   stats_.record_tokens(t, emitted);
 }
 
+void Engine::report_dropped(const StepPlan& plan) {
+  for (const auto& [id, why] : plan.dropped) {
+    auto f = active_.find(id);
+    if (f == active_.end()) continue;
+    if (why == DropReason::Cancelled || f->second.cancelled) {
+      stats_.record_cancel();
+    } else {
+      stats_.record_rejection(ErrorKind::DeadlineExceeded);
+      f->second.stream->failed(ServeError(
+          ErrorKind::DeadlineExceeded,
+          fmt::format("the deadline of {:.3f} s passed after {} output tokens",
+                      f->second.deadline_s, f->second.output_tokens)));
+    }
+    active_.erase(f);
+  }
+}
+
+bool Engine::has_realtime_item(const StepPlan& plan) const {
+  for (const StepPlan::Item& it : plan.items) {
+    auto f = active_.find(it.id);
+    if (f != active_.end() && f->second.priority == Priority::Realtime) return true;
+  }
+  return false;
+}
+
+void Engine::begin_windows() {
+  std::lock_guard<std::mutex> lock(mu_);
+  running_ = true;
+  weights_version_ = exec_.replica().weights_version();
+}
+
+void Engine::stop_accepting() { accepting_ = false; }
+
+WindowReport Engine::follow_window(const WindowRequest& w) {
+  WindowReport rep;
+  const double t0 = now();
+  for (;;) {
+    StepMessage m = exec_.exchange(nullptr);
+    if (m.command == StepCommand::EndWindow) break;
+    if (m.command == StepCommand::Refresh) {
+      w.refresh();
+      rep.refreshed = true;
+    } else if (m.command == StepCommand::Forward || m.command == StepCommand::Recompute) {
+      exec_.run(m);
+      ++rep.steps;
+    } else {
+      TANDEM_CHECK(m.command == StepCommand::Idle, "serving window: unexpected step command {}",
+                   static_cast<int>(m.command));
+    }
+  }
+  rep.seconds = now() - t0;
+  return rep;
+}
+
+WindowReport Engine::window(const WindowRequest& w) {
+  if (!exec_.is_leader()) return follow_window(w);
+  WindowReport rep;
+  const double t0 = now();
+  for (;;) {
+    StepPlan plan;
+    bool refresh = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      const double t = now();
+      training_version_ = w.live_version;
+      const bool stale = w.live_version > weights_version_;
+      const bool waiting = sched_.queued(Priority::Realtime) + sched_.queued(Priority::Batch) > 0;
+      if (stale && sched_.running() == 0 && !waiting) {
+        // Nothing to serve: the copy stays as it is until a request needs it (a refresh
+        // costs a copy of this rank's weights; an idle safe point costs a broadcast).
+        sched_.set_admission(true);
+        plan = sched_.sweep(t);
+        report_dropped(plan);
+      } else if (stale && sched_.running() == 0) {
+        refresh = true;
+      } else {
+        sched_.set_admission(!stale);
+        const int64_t queued_rt = stale ? 0 : sched_.queued(Priority::Realtime);
+        const int64_t queued_all = stale ? 0 : queued_rt + sched_.queued(Priority::Batch);
+        const bool realtime = sched_.running(Priority::Realtime) > 0 || queued_rt > 0;
+        const bool any = sched_.running() > 0 || queued_all > 0;
+        const bool batch_ok = w.drain || batch_s_ < w.batch_budget * t;
+        plan = realtime || (any && batch_ok) ? sched_.plan(t) : sched_.sweep(t);
+        report_dropped(plan);
+      }
+    }
+    if (refresh) {
+      StepMessage m;
+      m.command = StepCommand::Refresh;
+      exec_.exchange(&m);
+      w.refresh();
+      std::lock_guard<std::mutex> lock(mu_);
+      weights_version_ = exec_.replica().weights_version();
+      sched_.set_admission(true);
+      rep.refreshed = true;
+      continue;
+    }
+    if (plan.empty()) break;  // nothing (more) this window may run
+    StepMessage m;
+    bool realtime_step = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      m = build_step(plan);
+      realtime_step = has_realtime_item(plan);
+    }
+    const double ts = now();
+    exec_.exchange(&m);
+    std::vector<int32_t> sampled = exec_.run(m);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!realtime_step) batch_s_ += now() - ts;
+    if (rep.steps == 0) ++windows_opened_;
+    sched_.commit(plan, sampled);
+    deliver(plan, sampled);
+    ++rep.steps;
+  }
+  StepMessage end;
+  end.command = StepCommand::EndWindow;
+  exec_.exchange(&end);
+  rep.seconds = now() - t0;
+  return rep;
+}
+
 void Engine::run_leader() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -285,20 +409,7 @@ void Engine::run_leader() {
         break;
       }
       plan = sched_.plan(now());
-      for (const auto& [id, why] : plan.dropped) {
-        auto f = active_.find(id);
-        if (f == active_.end()) continue;
-        if (why == DropReason::Cancelled || f->second.cancelled) {
-          stats_.record_cancel();
-        } else {
-          stats_.record_rejection(ErrorKind::DeadlineExceeded);
-          f->second.stream->failed(ServeError(
-              ErrorKind::DeadlineExceeded,
-              fmt::format("the deadline of {:.3f} s passed after {} output tokens",
-                          f->second.deadline_s, f->second.output_tokens)));
-        }
-        active_.erase(f);
-      }
+      report_dropped(plan);
       if (plan.empty()) {
         work_.wait_for(lock, std::chrono::duration<double>(opt_.idle_heartbeat_s));
       }

@@ -41,6 +41,21 @@ struct EngineOptions {
   std::function<bool()> stop_requested;  // polled by the leader each step (e.g. a signal flag)
 };
 
+// One serving window (serve.mode windows, driven by serve/serving_windows.h at the trainer's
+// safe points).
+struct WindowRequest {
+  int64_t live_version = 0;       // the weights version the training replica holds now
+  std::function<void()> refresh;  // copies the training weights into the serving copy and
+                                  // sets its version (called on every rank together)
+  double batch_budget = 0.25;     // batch-only serving's share of wall time since start
+  bool drain = false;             // end of run: serve everything admitted and queued
+};
+struct WindowReport {
+  int steps = 0;           // engine steps run in the window
+  bool refreshed = false;  // the serving copy took the training weights
+  double seconds = 0.0;
+};
+
 class Engine : public ServingBackend {
  public:
   // tokenizer: needed on the leader (text prompts, text pieces); may be null on followers.
@@ -49,6 +64,22 @@ class Engine : public ServingBackend {
 
   void run();
   void request_stop();
+
+  // Serving windows. begin_windows() marks the engine ready before the first window.
+  // window() is called on every rank of the replica at the same safe point. The leader
+  // decides and broadcasts each move, so all ranks enter and leave together:
+  //  - when the training weights are newer than the serving copy, admission closes; the
+  //    running sequences finish on the kept copy (one version per reply), and once none runs
+  //    the copy refreshes (Refresh) and admission reopens;
+  //  - engine steps run while realtime work is queued or running, and while any work is
+  //    there and batch-only steps have used less than batch_budget of the wall time (drain:
+  //    until nothing is left);
+  //  - EndWindow closes the window. Followers run what they receive until then.
+  // Cancelled and expired requests are dropped at every window, even an empty one.
+  // stop_accepting(): new submissions are refused with ShuttingDown (before a drain).
+  void begin_windows();
+  WindowReport window(const WindowRequest& w);
+  void stop_accepting();
 
   uint64_t submit(GenerateRequest req, std::shared_ptr<GenerateStream> stream) override;
   void cancel(uint64_t id) override;
@@ -72,6 +103,9 @@ class Engine : public ServingBackend {
   StepMessage build_step(const StepPlan& plan);
   void deliver(const StepPlan& plan, const std::vector<int32_t>& sampled);
   void fail_all(const ServeError& err);
+  void report_dropped(const StepPlan& plan);  // with mu_ held
+  bool has_realtime_item(const StepPlan& plan) const;  // with mu_ held
+  WindowReport follow_window(const WindowRequest& w);
 
   ReplicaExecutor& exec_;
   const BpeTokenizer* tok_;
@@ -86,7 +120,10 @@ class Engine : public ServingBackend {
   EngineStats stats_;
   uint64_t next_id_ = 1;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> accepting_{true};
   bool running_ = false;
+  double batch_s_ = 0.0;  // windows: seconds of engine steps without a realtime item
+  int64_t training_version_ = 0, windows_opened_ = 0;
   int64_t weights_version_ = 0;
 };
 

@@ -42,6 +42,10 @@ std::string prometheus_text(const StatsSnapshot& s, const ModelInfo& m) {
   gauge("tandem_tokens_per_second", "Output tokens per second over the last 10 s.", s.tokens_per_s);
   gauge("tandem_weights_version", "Optimizer step of the weights serving replies.",
         static_cast<double>(s.weights_version));
+  gauge("tandem_training_version", "Optimizer step the trainers have reached (serving while training).",
+        static_cast<double>(s.training_version));
+  counter("tandem_windows_opened_total", "Safe points at which the engine ran steps (serve.mode windows).",
+          static_cast<double>(s.windows_opened));
   counter("tandem_requests_finished_total", "Requests that finished.", static_cast<double>(s.requests_finished));
   counter("tandem_requests_cancelled_total", "Requests cancelled by their client.",
           static_cast<double>(s.requests_cancelled));

@@ -23,6 +23,10 @@ ReplicaExecutor::ReplicaExecutor(ModelReplica& replica, int64_t kv_blocks, int64
   control_ = make_mpi_communicator(split, fmt::format("serve-replica[dp{}]", mesh.dp_rank()),
                                    timeout_s);
   MPI_Comm_free(&split);
+  // Activations between stages go over a pp group of the engine's own, so that a window
+  // opened at a training safe point (training sends still in flight on mesh.pp()) can never
+  // match a training message.
+  pp_ = mesh.duplicate(Axis::PP, fmt::format("serve-pp[dp{}]", mesh.dp_rank()));
   for (int c = 0; c < replica.num_chunks(); ++c) {
     Gpt& g = replica.chunk(c);
     caches_.push_back(g.make_kv_cache(kv_blocks, block_tokens));
@@ -111,14 +115,14 @@ std::vector<int32_t> ReplicaExecutor::run(const StepMessage& m) {
         input = x;
       } else {
         input = step_rows(be, N, C);
-        mesh.pp().recv(input, prev, kActivationTag + v);
+        pp_->recv(input, prev, kActivationTag + v);
       }
     }
     x = recompute ? recompute_stage(sc.chunk, m, v > 0 ? &input : nullptr)
                   : forward_stage(sc.chunk, m, v > 0 ? &input : nullptr);
     if (v + 1 < V) {
       const int next = stage_chunk_of(pp, v + 1).stage;
-      if (next != mesh.pp_rank()) mesh.pp().send(x, next, kActivationTag + v + 1);
+      if (next != mesh.pp_rank()) pp_->send(x, next, kActivationTag + v + 1);
     } else {
       Gpt& head = replica_.chunk(sc.chunk);
       Tensor logits = head.head_logits(x);

@@ -2,9 +2,10 @@
 //
 // The leader (tp 0 of pp stage 0) broadcasts each step's StepMessage over the replica's host
 // control communicator; every rank then runs the same forward: virtual stage v lives on pp
-// rank v % pp as chunk v / pp, activations pass stage to stage over the mesh's pp group as in
-// training, tensor-parallel reductions run inside the blocks, the head stage samples with the
-// vocabulary-sharded TokenSampler, and the sampled ids are broadcast from the head stage's
+// rank v % pp as chunk v / pp, activations pass stage to stage as in training but over the
+// engine's own duplicate of the pp group (Mesh::duplicate: serving windows open while
+// training sends are in flight), tensor-parallel reductions run inside the blocks, the head
+// stage samples with the vocabulary-sharded TokenSampler, and the sampled ids are broadcast from the head stage's
 // tp 0 over the control communicator, so every rank returns the same tokens.
 // Collective order per step (identical on every rank): control broadcasts (length, message);
 // per stage the tp all-reduces of the blocks and one pp send/recv; the sampler's tp
@@ -50,6 +51,7 @@ class ReplicaExecutor {
   ModelReplica& replica_;
   int64_t kv_blocks_, block_tokens_;
   std::unique_ptr<Communicator> control_;
+  std::unique_ptr<Communicator> pp_;  // the engine's own pp group (Mesh::duplicate)
   std::vector<std::unique_ptr<KvCache>> caches_;  // one per chunk
   std::unique_ptr<TokenSampler> sampler_;         // head stage only
   int head_chunk_ = -1;

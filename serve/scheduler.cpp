@@ -108,6 +108,7 @@ StepPlan Scheduler::plan(double now) {
       add(running_.at(id), std::min(budget, opt_.prefill_chunk));
   // Admission, realtime first; a request waiting for blocks holds back the ones behind it.
   for (auto& q : queue_) {
+    if (!admission_open_) break;
     while (!q.empty() && static_cast<int32_t>(running_.size()) < opt_.max_seqs && budget > 0) {
       Seq s;
       if (!pool_.allocate(blocks_for(q.front()), s.blocks)) break;
@@ -122,6 +123,18 @@ StepPlan Scheduler::plan(double now) {
     if (!q.empty() && static_cast<int32_t>(running_.size()) < opt_.max_seqs && budget > 0) break;
   }
   return plan;
+}
+
+StepPlan Scheduler::sweep(double now) {
+  StepPlan plan;
+  drop_expired(now, plan);
+  return plan;
+}
+
+int64_t Scheduler::running(Priority p) const {
+  int64_t n = 0;
+  for (const auto& [id, s] : running_) n += s.req.priority == p;
+  return n;
 }
 
 void Scheduler::commit(const StepPlan& plan, const std::vector<int32_t>& sampled) {

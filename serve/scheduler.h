@@ -75,12 +75,19 @@ class Scheduler {
   void enqueue(SeqRequest r);  // throws ServeError(Overloaded) when the class's queue is full
   void cancel(uint64_t id);    // takes effect at the next plan(); unknown ids are ignored
   StepPlan plan(double now);
+  // Step 1 of plan() alone: drops cancelled and expired sequences, plans nothing to run.
+  StepPlan sweep(double now);
   // sampled[i] is the token drawn for the i-th wants_logits item of `plan`.
   void commit(const StepPlan& plan, const std::vector<int32_t>& sampled);
   void finish(uint64_t id);  // frees the sequence's blocks
+  // Closed admission: plan() runs the sequences already admitted and leaves the queues alone
+  // (serving windows close it while the running sequences finish on a kept weights copy).
+  void set_admission(bool open) { admission_open_ = open; }
+  bool admission_open() const { return admission_open_; }
 
   int64_t queued(Priority p) const { return static_cast<int64_t>(queue_[static_cast<int>(p)].size()); }
   int64_t running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t running(Priority p) const;
   const KvBlockPool& pool() const { return pool_; }
   const SchedulerOptions& options() const { return opt_; }
   const std::vector<int32_t>& blocks_of(uint64_t id) const;
@@ -103,6 +110,7 @@ class Scheduler {
   std::map<uint64_t, Seq> running_;
   std::vector<uint64_t> order_;  // running ids: admission order
   std::vector<uint64_t> cancels_;
+  bool admission_open_ = true;
 };
 
 }  // namespace tandem::serve

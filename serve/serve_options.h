@@ -11,6 +11,13 @@
 namespace tandem {
 
 struct ServeOptions {
+  // `tandem run`: how training and serving share the ranks. "windows": the training ranks
+  // serve at the trainer's safe points (serve/serving_windows.h); "dedicated": ranks set apart
+  // (not built yet); "off": `tandem run` refuses (use `tandem train`).
+  std::string mode = "off";
+  double max_wait_ms = 50.0;   // windows: the target wait of a realtime request for a window
+                               // (reported against the measured gap between safe points)
+  double batch_budget = 0.25;  // windows: batch-only serving's share of wall time
   std::string listen = "127.0.0.1:7411";  // RPC address (port 0: any free port)
   std::string metrics_listen;             // Prometheus text at GET /metrics ("" = off)
   // parallel.dp > 1: the host each replica's own RPC server binds (any free port); the router

@@ -115,6 +115,8 @@ struct StatsSnapshot {
   int64_t rejected[5] = {0, 0, 0, 0, 0};  // indexed by ErrorKind
   int64_t prompt_tokens_total = 0, output_tokens_total = 0;
   std::vector<StatsSnapshot> replicas;  // dp > 1 (the router): each replica's own; else empty
+  int64_t training_version = 0;  // serving while training: the trainers' step; else = weights_version
+  int64_t windows_opened = 0;    // serve.mode windows: safe points at which the engine stepped
 };
 
 struct ModelInfo {

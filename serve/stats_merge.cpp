@@ -31,6 +31,8 @@ StatsSnapshot merge_replica_stats(const std::vector<StatsSnapshot>& replicas) {
     m.kv_blocks_total += r.kv_blocks_total;
     m.tokens_per_s += r.tokens_per_s;
     m.weights_version = first ? r.weights_version : std::min(m.weights_version, r.weights_version);
+    m.training_version = std::max(m.training_version, r.training_version);
+    m.windows_opened += r.windows_opened;
     m.requests_finished += r.requests_finished;
     m.requests_cancelled += r.requests_cancelled;
     for (int k = 0; k < 5; ++k) m.rejected[k] += r.rejected[k];

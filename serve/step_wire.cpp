@@ -60,6 +60,8 @@ std::vector<int32_t> encode_step(const StepMessage& m) {
 StepMessage decode_step(const std::vector<int32_t>& w) {
   TANDEM_CHECK(w.size() >= kHeader && w[0] == kMagic, "step message: {} ints, magic {:#x}", w.size(),
                w.empty() ? 0 : w[0]);
+  TANDEM_CHECK(w[1] >= 0 && w[1] <= static_cast<int32_t>(StepCommand::Refresh),
+               "step message: command {} outside [0, {}]", w[1], static_cast<int32_t>(StepCommand::Refresh));
   StepMessage m;
   m.command = static_cast<StepCommand>(w[1]);
   const int64_t N = w[2], S = w[3], R = w[5], table = w[6];

@@ -19,6 +19,8 @@ enum class StepCommand : int32_t {
   Forward = 1,    // run the batch with the KV cache
   Recompute = 2,  // run each sequence's whole context without the cache (reference mode)
   Stop = 3,       // leave the serving loop
+  EndWindow = 4,  // serving windows: the window closes, training resumes
+  Refresh = 5,    // serving windows: copy the training weights into the serving copy
 };
 
 struct StepMessage {

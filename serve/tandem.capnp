@@ -111,6 +111,9 @@ struct Stats {
   outputTokensTotal @11 :Int64;
   replicas @12 :List(Stats);  # dp > 1: each replica's own stats (the fields above sum them;
                               # latency percentiles are the worst replica's); else empty
+  trainingVersion @13 :Int64;  # serving while training: the step the trainers have reached
+                               # (weightsVersion lags it while a kept copy drains); else = it
+  windowsOpened @14 :Int64;    # serve.mode windows: safe points at which the engine stepped
 }
 
 struct ModelInfo {

@@ -146,8 +146,10 @@ std::unique_ptr<StageState> Gpt::forward(int64_t b, int64_t T, const int32_t* to
     x = *input;
   }
   st->blocks.resize(blocks_.size());
-  for (size_t l = 0; l < blocks_.size(); ++l)
+  for (size_t l = 0; l < blocks_.size(); ++l) {
     x = blocks_[l]->forward(x, b, T, recompute_, train ? &st->blocks[l] : nullptr);
+    if (boundary_hook_) boundary_hook_(Boundary::ForwardBlock);
+  }
   if (stage_.has_head) {
     head(*st, x, targets, train, loss_scale);
   } else {
@@ -167,8 +169,10 @@ void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool tra
   }
   Tensor tgt = device_ids(targets, N);
   Tensor dlnf = train ? be_.zeros({N, C}) : Tensor();
-  // Row chunks bound the live logits to ~64 MB whatever the batch.
-  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 24) / std::max<int64_t>(Vl_, 1), 16, N);
+  // Row chunks bound the live logits to ~32 MB whatever the batch (and each chunk's matmuls
+  // to ~25 ms on 2 cores at the quickstart shape: the head holds the longest spans between
+  // serving safe points; 64 MB chunks were also slower, 1550 vs 1610 tok/s).
+  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 23) / std::max<int64_t>(Vl_, 1), 16, N);
   Tensor logits_buf = be_.empty({chunk, Vl_});
   Tensor stats_buf = be_.empty({2, chunk});  // rows: sumexp, target logit (one all-reduce)
   Tensor rowmax_buf = be_.empty({chunk});
@@ -184,6 +188,7 @@ void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool tra
     Tensor stats = stats_buf.view({2 * chunk}).rows(0, 2 * n).view({2, n});
     Tensor sumexp = stats.rows(0, 1).view({n}), tlogit = stats.rows(1, 2).view({n});
     k::matmul(be_, logits, xs, false, wte_->value, true);
+    if (boundary_hook_) boundary_hook_(Boundary::HeadChunk);  // each head matmul is its own span
     k::xent_row_max(be_, rowmax, logits, vocab_begin_, opt_.vocab);
     tp_.all_reduce(rowmax, ReduceOp::Max);
     k::xent_row_sumexp(be_, sumexp, logits, rowmax, vocab_begin_, opt_.vocab);
@@ -201,7 +206,9 @@ void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool tra
     k::xent_backward(be_, logits, logits, rowmax, sumexp, ts, vocab_begin_, opt_.vocab, scale);
     Tensor dxs = dlnf.rows(r0, r0 + n);
     k::matmul(be_, dxs, logits, false, wte_->value, false);                     // dx = dlogits W
+    if (boundary_hook_) boundary_hook_(Boundary::HeadChunk);
     k::matmul(be_, wte_->grad, logits, true, xs, false, 1.0f, 1.0f);            // dW += dlogits^T x
+    if (boundary_hook_) boundary_hook_(Boundary::HeadChunk);
   }
   st.loss_sum = loss_sum;
   int64_t counted = 0;
@@ -239,6 +246,7 @@ Tensor Gpt::backward(StageState& st, const Tensor* dout,
   for (size_t l = blocks_.size(); l-- > 0;) {
     d = blocks_[l]->backward(d, b, T, st.blocks[l]);
     if (grads_final_from) grads_final_from(block_offset(static_cast<int>(l)));
+    if (boundary_hook_) boundary_hook_(Boundary::BackwardBlock);
   }
   Tensor din;
   if (stage_.has_embedding) {

@@ -100,6 +100,14 @@ class Gpt {
   // With recompute=full on a GPU backend, keep each block's saved input in host memory.
   void set_offload_block_inputs(bool on);
 
+  // Boundaries inside forward() and backward() where the trainer may open a serving window
+  // (runtime/train/safe_point.h): after each block of forward and of backward, and in the
+  // head of a forward with targets after each of a row chunk's matmuls (logits; when
+  // training also dx and dW), the longest spans of the step. Every rank of the tp group passes the same
+  // boundaries in the same order. The cached-inference paths never call it.
+  enum class Boundary { ForwardBlock, BackwardBlock, HeadChunk };
+  void set_boundary_hook(std::function<void(Boundary)> hook) { boundary_hook_ = std::move(hook); }
+
  private:
   Tensor device_ids(const int32_t* host, int64_t n);
   Tensor positions(int64_t b, int64_t T);
@@ -116,6 +124,7 @@ class Gpt {
   std::vector<int64_t> block_offsets_;  // flat offset of each local block's first parameter
   Param *wte_ = nullptr, *wpe_ = nullptr, *lnf_w_ = nullptr, *lnf_b_ = nullptr;
   int64_t Vp_ = 0, Vl_ = 0, vocab_begin_ = 0;
+  std::function<void(Boundary)> boundary_hook_;
 };
 
 }  // namespace tandem

@@ -38,7 +38,8 @@ std::vector<Action> PipelineExecutor::forward_only(int microbatches, int chunks)
 PipelineRunStats PipelineExecutor::run(const std::vector<Action>& actions, int microbatches,
                                        int64_t b, int64_t T, const Loader& load, bool train,
                                        float loss_scale,
-                                       const std::vector<std::function<void(int64_t)>>& on_final) {
+                                       const std::vector<std::function<void(int64_t)>>& on_final,
+                                       const std::function<void(size_t)>& after_action) {
   const int nchunks = static_cast<int>(chunks_.size());
   const int V = stages_ * nchunks;
   const int64_t C = chunks_[0]->options().dim;
@@ -66,7 +67,9 @@ PipelineRunStats PipelineExecutor::run(const std::vector<Action>& actions, int m
     return t;
   };
 
-  for (const Action& a : actions) {
+  for (size_t k = 0; k < actions.size(); ++k) {
+    const Action& a = actions[k];
+    if (k > 0 && after_action) after_action(k);
     const int v = virtual_stage(stages_, stage_, a.chunk);
     Gpt& model = *chunks_[a.chunk];
     const bool first = v == 0, last = v == V - 1;

@@ -37,9 +37,12 @@ class PipelineExecutor {
 
   // load(m, inputs, targets) fills micro-batch m's b*T tokens (called only where needed).
   using Loader = std::function<void(int microbatch, int32_t* inputs, int32_t* targets)>;
+  // after_action(k), when set, is called after the k-th action (k = 1 .. n-1: not after the
+  // last one) with this rank's sends still in flight and no receive posted.
   PipelineRunStats run(const std::vector<Action>& actions, int microbatches, int64_t b, int64_t T,
                        const Loader& load, bool train, float loss_scale,
-                       const std::vector<std::function<void(int64_t)>>& on_final = {});
+                       const std::vector<std::function<void(int64_t)>>& on_final = {},
+                       const std::function<void(size_t)>& after_action = {});
 
   // Forward-only action list (evaluation): every micro-batch through every chunk in order.
   static std::vector<Action> forward_only(int microbatches, int chunks);

@@ -71,6 +71,9 @@ struct Trainer::Impl {
   MetricsWriter metrics;
   int64_t per_dp = 0, per_micro = 0;  // sequences per dp rank / per micro-batch
   SafePointHandler* safe_points = nullptr;
+  bool in_safe_point = false;
+  int current_step = 0;
+  std::vector<bool> train_cuts, eval_cuts;  // safe cuts of this layout's action lists
   bool begun = false;
   int last_step = 0;
   TrainResult res;
@@ -98,6 +101,20 @@ struct Trainer::Impl {
     return ss.seconds;
   }
 
+  // A safe point (runtime/train/safe_point.h): every rank of the replica calls it at the same
+  // place; never re-entered (the handler's own work runs no training code).
+  void safe_point(SafePointKind kind) {
+    if (!safe_points || in_safe_point) return;
+    in_safe_point = true;
+    try {
+      safe_points->at_safe_point({kind, current_step, replica->weights_version()});
+    } catch (...) {
+      in_safe_point = false;
+      throw;
+    }
+    in_safe_point = false;
+  }
+
   // The chunk holding this rank's copy of the tied embedding, if any.
   Param* tied_embedding() {
     if (mesh.pp_size() == 1) return nullptr;
@@ -118,8 +135,12 @@ struct Trainer::Impl {
       hooks.push_back([sync](int64_t off) { sync->grads_final_from(off); });
     }
     const float scale = 1.0f / static_cast<float>(static_cast<int64_t>(o.train.batch) * T);
+    const std::vector<bool>& cuts = train ? train_cuts : eval_cuts;
+    auto between = [this, &cuts](size_t k) {
+      if (k < cuts.size() && cuts[k]) safe_point(SafePointKind::BetweenActions);
+    };
     return exec->run(train ? train_actions : eval_actions, o.parallel.microbatches, per_micro, T,
-                     load, train, scale, train ? hooks : decltype(hooks){});
+                     load, train, scale, train ? hooks : decltype(hooks){}, between);
   }
 
   // Mean token loss of a global batch: last stages hold the sums; dp ranks hold slices.
@@ -226,6 +247,24 @@ Trainer::Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh)
   I.exec = std::make_unique<PipelineExecutor>(I.chunks, mesh.pp(), mesh.pp_size(), mesh.pp_rank());
   I.train_actions = make_schedule(kind, mesh.pp_size(), mesh.pp_rank(), p.microbatches, nchunks);
   I.eval_actions = PipelineExecutor::forward_only(p.microbatches, nchunks);
+  {  // Safe points between actions: the cuts every pp rank reaches without waiting on another.
+    std::vector<std::vector<Action>> train_lists, eval_lists;
+    for (int s = 0; s < mesh.pp_size(); ++s) {
+      train_lists.push_back(make_schedule(kind, mesh.pp_size(), s, p.microbatches, nchunks));
+      eval_lists.push_back(I.eval_actions);
+    }
+    I.train_cuts = safe_cuts(train_lists, nchunks);
+    I.eval_cuts = safe_cuts(eval_lists, nchunks);
+  }
+  if (mesh.pp_size() == 1) {  // inside forward and backward too: every tp rank is at the same place
+    Impl* impl = &I;
+    for (Gpt* model : I.chunks)
+      model->set_boundary_hook([impl](Gpt::Boundary b) {
+        impl->safe_point(b == Gpt::Boundary::ForwardBlock    ? SafePointKind::InForward
+                         : b == Gpt::Boundary::BackwardBlock ? SafePointKind::InBackward
+                                                             : SafePointKind::InHead);
+      });
+  }
   std::vector<CheckpointChunk> cc;
   for (size_t c = 0; c < I.chunks.size(); ++c) cc.push_back({I.chunks[c], I.opts[c].get()});
   I.ckpt = std::make_unique<Checkpointer>(be, mesh, o.model, p.zero, std::move(cc));
@@ -319,6 +358,7 @@ StepReport Trainer::step(int step) {
     I.chunks[c]->params().zero_grads();
     I.syncs[c]->begin_step();
   }
+  I.current_step = step;
   const PipelineRunStats st = I.run_batch(*I.train_data, step - 1, true);
   if (Param* wte = I.tied_embedding()) mesh.embedding()->all_reduce(wte->grad);
   for (auto& s : I.syncs) s->finish();
@@ -335,6 +375,7 @@ StepReport Trainer::step(int step) {
   const float lr = sched.at(step);
   for (auto& opt : I.opts) opt->step(lr, step, clip);
   for (auto& s : I.syncs) s->gather_params();
+  I.replica->set_weights_version(step);  // weights changed: every later safe point sees `step`
   const double loss = I.global_loss(st);
   I.be.synchronize();
   const double dt = seconds_since(t0);
@@ -382,8 +423,7 @@ StepReport Trainer::step(int step) {
   I.metrics.write(rec);
   res.loss = loss;
   res.steps = step;
-  I.replica->set_weights_version(step);
-  if (I.safe_points) I.safe_points->at_safe_point({SafePointKind::BetweenSteps, step, step});
+  I.safe_point(SafePointKind::BetweenSteps);
   StepReport rep;
   rep.step = step;
   rep.loss = loss;

@@ -284,6 +284,9 @@ sample:
   temperature: 0
   top_k: 0
 serve:
+  mode: windows
+  max_wait_ms: 20
+  batch_budget: 0.5
   listen: "0.0.0.0:9000"
   metrics_listen: "127.0.0.1:9001"
   replica_listen: "10.1.2.3"
@@ -344,6 +347,9 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.sample.tokens, 5);
   EXPECT_EQ(c.sample.temperature, 0.0f);
   EXPECT_EQ(c.sample.top_k, 0);
+  EXPECT_EQ(c.serve.mode, "windows");
+  EXPECT_DOUBLE_EQ(c.serve.max_wait_ms, 20.0);
+  EXPECT_DOUBLE_EQ(c.serve.batch_budget, 0.5);
   EXPECT_EQ(c.serve.listen, "0.0.0.0:9000");
   EXPECT_EQ(c.serve.metrics_listen, "127.0.0.1:9001");
   EXPECT_EQ(c.serve.name, "every");

@@ -395,7 +395,9 @@ TEST(PipelineSchedule, SafeCutsLetEveryScheduleFinishWithABarrierAtEachOne) {
     EXPECT_TRUE(safe.front() && safe.back());
     int count = 0;
     for (bool b : safe) count += b;
-    if (c.stages == 1) EXPECT_EQ(count, static_cast<int>(safe.size()));
+    if (c.stages == 1) {
+      EXPECT_EQ(count, static_cast<int>(safe.size()));
+    }
     // Between micro-batches there must be somewhere to serve: at least one inner cut.
     EXPECT_GT(count, 2) << schedule_name(c.kind) << " pp " << c.stages << " M " << c.M;
     EXPECT_TRUE(runs_with_barriers(lists, c.chunks, safe))

@@ -122,6 +122,29 @@ TEST(Scheduler, CancelAndDeadlineFreeBlocks) {
   EXPECT_EQ(s.running(), 0);
 }
 
+TEST(Scheduler, ClosedAdmissionRunsTheAdmittedAndHoldsTheQueue) {
+  Scheduler s(small());
+  s.enqueue(req(1, Priority::Batch, 3, 3));
+  StepPlan p = s.plan(0.0);
+  s.commit(p, {7});
+  s.set_admission(false);
+  s.enqueue(req(2, Priority::Realtime, 3, 2));
+  StepPlan q = s.plan(0.1);  // only the running batch sequence decodes
+  ASSERT_EQ(q.items.size(), 1u);
+  EXPECT_EQ(q.items[0].id, 1u);
+  EXPECT_EQ(s.queued(Priority::Realtime), 1);
+  EXPECT_EQ(s.running(Priority::Batch), 1);
+  EXPECT_EQ(s.running(Priority::Realtime), 0);
+  s.commit(q, {8});
+  s.finish(1);
+  EXPECT_TRUE(s.plan(0.2).empty());  // nothing runs while admission stays closed
+  s.set_admission(true);
+  StepPlan r = s.plan(0.3);
+  ASSERT_EQ(r.items.size(), 1u);
+  EXPECT_EQ(r.items[0].id, 2u);
+  EXPECT_EQ(s.running(Priority::Realtime), 1);
+}
+
 TEST(StepWire, RoundTripsAndRejectsTruncation) {
   StepMessage m;
   m.command = StepCommand::Forward;
@@ -141,6 +164,12 @@ TEST(StepWire, RoundTripsAndRejectsTruncation) {
   std::vector<int32_t> cut(wire.begin(), wire.end() - 1);
   EXPECT_THROW(decode_step(cut), Error);
   EXPECT_EQ(decode_step(encode_step(StepMessage{})).command, StepCommand::Idle);
+  StepMessage refresh;
+  refresh.command = StepCommand::Refresh;
+  EXPECT_EQ(decode_step(encode_step(refresh)).command, StepCommand::Refresh);
+  std::vector<int32_t> bad = encode_step(StepMessage{});
+  bad[1] = 6;  // no such command
+  EXPECT_THROW(decode_step(bad), Error);
 }
 
 TEST(TextStream, HoldsBackStopPrefixesAndPartialUtf8) {

@@ -1,0 +1,104 @@
+// The run command: trainer + serving copy of its weights + engine + RPC front ends, with the
+// engine called at the trainer's safe points (serve.mode windows).
+#include "launch/run_command.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "launch/rank_setup.h"
+#include "launch/serve_front.h"
+#include "launch/train_command.h"
+#include "parallel/mesh.h"
+#include "runtime/core/backend.h"
+#include "runtime/core/error.h"
+#include "runtime/data/bpe_tokenizer.h"
+#include "serve/engine.h"
+#include "serve/replica_executor.h"
+#include "serve/serving_windows.h"
+
+namespace tandem {
+
+namespace {
+
+void check_run_mode(const RunConfig& cfg) {
+  const std::string& m = cfg.serve.mode;
+  if (m == "windows") return;
+  if (m == "off")
+    throw ConfigError("tandem run serves while it trains: set serve.mode: windows (e.g. --set "
+                      "serve.mode=windows), or use tandem train; serve.mode is 'off'");
+  throw ConfigError(fmt::format("serve.mode={} is not available yet in this build: tandem run "
+                                "supports serve.mode=windows", m));
+}
+
+}  // namespace
+
+int run_command(MpiEnv& env, int argc, char** argv) {
+  RunConfig cfg;
+  CommandArgs args;
+  auto check = [&] {
+    args = parse_command_args(argc, argv, "run", {.train = true, .port_file = true});
+    cfg = check_train_config(args, env.world_size());
+    check_run_mode(cfg);
+  };
+  if (!config_ok_everywhere(check, env.rank())) return 2;
+
+  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env);
+  spdlog::info("tandem run {} | ranks {} | backend {} | serve.mode {}", args.config, env.world_size(),
+               backend->name(), cfg.serve.mode);
+  spdlog::info("config:\n{}", describe_config(cfg));
+  const ParallelOptions& p = cfg.parallel;
+  Mesh mesh(env.world(), p.dp, p.tp, p.pp, p.order, backend->kind(), p.timeout_s, backend->cuda());
+  Trainer trainer(*backend, trainer_options(cfg, args), mesh);
+
+  // The serving copy: the same layout as the trainer's replica, refreshed at safe points.
+  ModelReplica serving(*backend, mesh, cfg.model, p, trainer.replica().num_chunks());
+  const ServeOptions& so = cfg.serve;
+  serve::ReplicaExecutor exec(serving, so.kv_blocks, so.kv_block_tokens, p.timeout_s);
+  std::unique_ptr<BpeTokenizer> tok;
+  if (exec.is_leader()) tok = std::make_unique<BpeTokenizer>(BpeTokenizer::load(cfg.data.tokenizer));
+  ServeFrontEnds front(env.world(), env.rank(), cfg, mesh, exec.is_leader());
+  serve::Engine engine(exec, tok.get(), front.engine_options(args.config, {}));
+  serve::WindowsOptions wo;
+  wo.batch_budget = so.batch_budget;
+  serve::ServingWindows windows(engine, trainer.replica(), serving, wo);
+
+  trainer.begin();
+  serve::ServingWindows::copy_weights(trainer.replica(), serving);  // initial or resumed weights
+  spdlog::info("serving copy: {:.1f} MB of weights, KV cache {} blocks x {} tokens ({:.1f} MB) on this rank",
+               static_cast<double>(serving.parameters()) * 4 / 1e6, so.kv_blocks, so.kv_block_tokens,
+               static_cast<double>(exec.kv_bytes()) / 1e6);
+  engine.begin_windows();
+  front.start(engine, args.port_file);
+  trainer.set_safe_point_handler(&windows);
+  double train_s = 0.0;
+  for (int s = trainer.first_step(); s <= trainer.last_step(); ++s) train_s += trainer.step(s).seconds;
+  trainer.set_safe_point_handler(nullptr);
+  windows.finish();  // answers what is admitted or queued, then stops the engine on every rank
+
+  if (exec.is_leader()) {
+    const serve::WindowsStats& w = windows.stats();
+    int64_t points = 0;
+    for (int64_t n : w.safe_points) points += n;
+    std::printf("serving windows (replica %d): %lld safe points (%lld between steps, %lld between "
+                "actions, %lld in forward, %lld in backward, %lld in the head), %lld windows, %lld "
+                "engine steps, %lld weight refreshes, %.2f s in windows; idle checks %.1f ms = "
+                "%.3f%% of training time; longest gap between safe points %.1f ms (%s -> %s), "
+                "%.1f ms after the first step (serve.max_wait_ms %.0f)\n",
+                mesh.dp_rank(), static_cast<long long>(points),
+                static_cast<long long>(w.safe_points[0]), static_cast<long long>(w.safe_points[1]),
+                static_cast<long long>(w.safe_points[2]), static_cast<long long>(w.safe_points[3]),
+                static_cast<long long>(w.safe_points[4]), static_cast<long long>(w.windows),
+                static_cast<long long>(w.steps), static_cast<long long>(w.refreshes), w.window_s,
+                w.idle_check_s * 1e3, train_s > 0 ? 100.0 * w.idle_check_s / train_s : 0.0,
+                w.max_gap_s * 1e3, safe_point_name(w.max_gap_from), safe_point_name(w.max_gap_to),
+                w.max_gap_after_first_s * 1e3, so.max_wait_ms);
+    std::fflush(stdout);
+  }
+  trainer.finish();
+  front.stop();
+  return 0;
+}
+
+}  // namespace tandem

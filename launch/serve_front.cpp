@@ -1,0 +1,100 @@
+// The RPC front ends of a serving job (contract in serve_front.h).
+#include "launch/serve_front.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace tandem {
+
+namespace {
+
+void write_port_file(const std::string& path, int port, int metrics_port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << port << "\n" << metrics_port << "\n" << getpid() << "\n";
+  }
+  std::filesystem::rename(tmp, path);  // readers never see a partial file
+}
+
+}  // namespace
+
+ServeFrontEnds::ServeFrontEnds(MPI_Comm world, int world_rank, const RunConfig& cfg, Mesh& mesh,
+                               bool leader)
+    : world_(world), world_rank_(world_rank), cfg_(cfg), mesh_(mesh), leader_(leader) {}
+
+ServeFrontEnds::~ServeFrontEnds() = default;
+
+serve::EngineOptions ServeFrontEnds::engine_options(const std::string& config_path,
+                                                    std::function<bool()> stop) {
+  serve::EngineOptions o;
+  const ServeOptions& s = cfg_.serve;
+  o.scheduler.kv_blocks = s.kv_blocks;
+  o.scheduler.block_tokens = s.kv_block_tokens;
+  o.scheduler.max_seqs = s.max_seqs;
+  o.scheduler.max_batch_tokens = s.max_batch_tokens;
+  o.scheduler.prefill_chunk = s.prefill_chunk;
+  o.scheduler.queue_capacity[0] = s.queue_realtime;
+  o.scheduler.queue_capacity[1] = s.queue_batch;
+  o.scheduler.seq_len = cfg_.model.seq_len;
+  o.recompute = s.recompute;
+  o.idle_heartbeat_s = s.idle_heartbeat_s;
+  o.model_name = s.name.empty() ? std::filesystem::path(config_path).stem().string() : s.name;
+  if (cfg_.parallel.dp > 1) {
+    o.stop_requested = [this, stop] { return (stop && stop()) || (peers_ && peers_->stop_received()); };
+  } else {
+    o.stop_requested = std::move(stop);
+  }
+  return o;
+}
+
+void ServeFrontEnds::start(serve::Engine& engine, const std::string& port_file) {
+  const ServeOptions& so = cfg_.serve;
+  const ParallelOptions& p = cfg_.parallel;
+  const bool routed = p.dp > 1;
+  if (leader_) {
+    serve::RpcServerOptions ro;
+    ro.listen = routed ? so.replica_listen + ":0" : so.listen;
+    ro.metrics_listen = routed ? std::string() : so.metrics_listen;
+    server_ = std::make_unique<serve::RpcServer>(engine, ro);
+    server_->start();
+    port_ = server_->port();
+    metrics_port_ = server_->metrics_port();
+  }
+  if (routed) {
+    const std::string addr =
+        server_ ? fmt::format("{}:{}", advertised_host(so.replica_listen), server_->port()) : std::string();
+    peers_ = std::make_unique<ReplicaPeers>(world_, p.dp, mesh_.dp_rank(), leader_, addr, p.timeout_s);
+    if (server_) spdlog::info("replica {} serving on {}", mesh_.dp_rank(), addr);
+    if (world_rank_ == 0) {
+      serve::RpcRouterOptions rt;
+      rt.listen = so.listen;
+      rt.metrics_listen = so.metrics_listen;
+      rt.replicas = peers_->addresses();
+      router_ = std::make_unique<serve::RpcRouter>(rt);
+      router_->start();
+      port_ = router_->port();
+      metrics_port_ = router_->metrics_port();
+    }
+  }
+  if (world_rank_ == 0) {
+    spdlog::info("serving on {} (port {}){}{}", so.listen, port_,
+                 metrics_port_ ? fmt::format(", metrics on port {}", metrics_port_) : std::string(),
+                 routed ? fmt::format(", round-robin over {} replicas", p.dp) : std::string());
+    if (!port_file.empty()) write_port_file(port_file, port_, metrics_port_);
+  }
+}
+
+void ServeFrontEnds::stop() {
+  if (peers_) {
+    peers_->stop_all();  // rank 0: the other replicas stop while the router still passes replies
+    peers_->finish();    // the other leaders: report the stop to rank 0
+  }
+  if (router_) router_->stop();
+  if (server_) server_->stop();
+}
+
+}  // namespace tandem
