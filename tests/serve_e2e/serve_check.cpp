@@ -11,9 +11,15 @@
 //   serve_check HOST:PORT soak N SEED                       N random requests, disconnects
 //   serve_check HOST:PORT replicas N                        stats list N replicas, each of
 //                                                           which finished a request
+//   serve_check HOST:PORT live PROMPT_IDS MAX_TOKENS ROUNDS  a server that trains while it
+//       serves (tandem run): rounds of the same greedy prompt (realtime twice, batch once)
+//       until the server shuts down; every reply of one weights version is the same, versions
+//       never go back, at least two versions and ROUNDS rounds were seen
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <cstdio>
 #include <cstdlib>
@@ -333,6 +339,88 @@ int replicas(RpcClient& c, int n) {
   return failures ? 1 : 0;
 }
 
+// One greedy request; false when the server refused it or went away (the run ended).
+struct LiveReply {
+  std::vector<int32_t> ids;
+  int64_t version = 0;
+  double ttft_s = 0.0;
+};
+bool live_request(RpcClient& c, const std::vector<int32_t>& prompt, int max_tokens, Priority prio,
+                  LiveReply* out, std::string* why) {
+  GenerateRequest r;
+  r.prompt_tokens = prompt;
+  r.max_tokens = max_tokens;
+  r.priority = prio;
+  out->ids.clear();
+  try {
+    auto o = c.generate(r, [&](const std::vector<TokenPiece>& ps) {
+      for (const TokenPiece& p : ps) out->ids.push_back(p.id);
+      return true;
+    });
+    if (!o.ok) {
+      *why = std::string(error_kind_name(o.error_kind)) + ": " + o.error_message;
+      return false;
+    }
+    out->version = o.result.weights_version;
+    out->ttft_s = o.result.ttft_s;
+    return true;
+  } catch (const std::exception& e) {
+    *why = e.what();
+    return false;
+  }
+}
+
+int live(const std::string& addr, const std::string& ids, int max_tokens, int min_rounds) {
+  const std::vector<int32_t> prompt = parse_ids(ids);
+  std::map<int64_t, std::vector<int32_t>> by_version;
+  std::map<int64_t, int> count;
+  int64_t last_version = -1, training_seen = 0;
+  int rounds = 0, consistent = 1, ordered = 1;
+  double worst_ttft = 0.0;
+  std::string why;
+  try {
+    RpcClient c(addr);
+    for (;; ++rounds) {
+      const Priority order[3] = {Priority::Realtime, Priority::Realtime, Priority::Batch};
+      bool alive = true;
+      for (Priority p : order) {
+        LiveReply rep;
+        if (!live_request(c, prompt, max_tokens, p, &rep, &why)) {
+          alive = false;
+          break;
+        }
+        if (p == Priority::Realtime) worst_ttft = std::max(worst_ttft, rep.ttft_s);
+        if (rep.version < last_version) ordered = 0;
+        last_version = std::max(last_version, rep.version);
+        auto [it, fresh] = by_version.emplace(rep.version, rep.ids);
+        if (!fresh && it->second != rep.ids) consistent = 0;
+        ++count[rep.version];
+      }
+      if (!alive) break;
+      try {
+        training_seen = std::max(training_seen, c.stats().training_version);
+      } catch (const std::exception&) {
+        break;
+      }
+    }
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  std::printf("live: %d full rounds, ended by: %s\n", rounds, why.c_str());
+  for (const auto& [v, out] : by_version) {
+    std::printf("  version %lld: %d replies:", static_cast<long long>(v), count[v]);
+    for (size_t i = 0; i < out.size() && i < 12; ++i) std::printf(" %d", out[i]);
+    std::printf("%s\n", out.size() > 12 ? " ..." : "");
+  }
+  check(rounds >= min_rounds, "at least " + std::to_string(min_rounds) + " rounds before the run ended (" + std::to_string(rounds) + ")");
+  check(consistent == 1, "every reply of one weights version is the same");
+  check(ordered == 1, "weights versions never go back");
+  check(by_version.size() >= 2, "the weights version advanced while serving (" + std::to_string(by_version.size()) + " versions)");
+  check(training_seen >= last_version, "stats trainingVersion (" + std::to_string(training_seen) + ") >= the newest reply's version");
+  std::printf("live: worst realtime TTFT %.1f ms\n", worst_ttft * 1e3);
+  return failures ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -345,6 +433,7 @@ int main(int argc, char** argv) {
     // One RpcClient per thread at a time (one KJ event loop per thread).
     if (what == "overload") return overload(addr);
     if (what == "cancel") return cancel(addr);
+    if (what == "live" && argc == 6) return live(addr, argv[3], std::atoi(argv[4]), std::atoi(argv[5]));
     if (what == "soak" && argc == 5) return soak(addr, std::atoi(argv[3]), static_cast<uint32_t>(std::atoi(argv[4])));
     RpcClient c(addr);
     if (what == "greedy" && argc == 5) return greedy(c, argv[3], std::atoi(argv[4]));
