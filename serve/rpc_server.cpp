@@ -7,6 +7,7 @@
 #include <kj/compat/http.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -24,6 +25,9 @@
 namespace tandem::serve {
 
 namespace {
+
+constexpr auto kCloseGrace = std::chrono::seconds(2);
+constexpr auto kCloseQuiet = std::chrono::milliseconds(100);
 
 // Cross-thread hand-off into the KJ loop: any thread posts closures; the loop thread waits for
 // them without polling (the first post after a wait fulfils a cross-thread promise).
@@ -149,11 +153,13 @@ class TandemImpl final : public rpc::Tandem::Server {
       return kj::READY_NOW;
     }
     state->submitted = true;
+    ++open_calls_;
     auto paf = kj::newPromiseAndFulfiller<void>();
     state->done = kj::mv(paf.fulfiller);
     // Runs when the call's promise is destroyed: after completion, or when the client dropped
     // the call or the connection (then the request is cancelled).
     auto guard = kj::defer([this, state] {
+      --open_calls_;
       if (state->complete) return;
       state->complete = true;
       try {
@@ -238,6 +244,10 @@ class TandemImpl final : public rpc::Tandem::Server {
   ServingBackend& backend_;
   std::shared_ptr<Mailbox> box_;
   kj::TaskSet& tasks_;
+  int open_calls_ = 0;  // generate calls submitted and not yet returned (loop thread only)
+
+ public:
+  int open_calls() const { return open_calls_; }
 };
 
 class MetricsService final : public kj::HttpService {
@@ -278,6 +288,7 @@ struct RpcServer::Impl {
     // KJ_DEFER after the last object they use), while the event loop still exists.
     auto tasks = std::make_unique<kj::TaskSet>(errors);
     auto main = kj::heap<TandemImpl>(backend, box, *tasks);
+    const TandemImpl* impl = main.get();
     capnp::EzRpcServer server(kj::mv(main), opt.listen);
     auto& ws = server.getWaitScope();
     port = static_cast<int>(server.getPort().wait(ws));
@@ -308,6 +319,19 @@ struct RpcServer::Impl {
       // A ready mailbox makes wait() return without looking at the sockets: read them now,
       // so cancels and disconnects are seen however busy the engine keeps the mailbox.
       ws.poll();
+    }
+    // The engine has stopped (every request it held ended): let the last replies, and the
+    // typed ShuttingDown of calls that arrive meanwhile, reach their clients before the
+    // sockets close: run until no call has been open for kCloseQuiet, for at most kCloseGrace.
+    using Clock = std::chrono::steady_clock;
+    const auto until = Clock::now() + kCloseGrace;
+    auto quiet_since = Clock::now();
+    while (Clock::now() < until && Clock::now() - quiet_since < kCloseQuiet) {
+      for (auto& f : box->take())
+        if (f) f();
+      ws.poll();
+      if (impl->open_calls() > 0) quiet_since = Clock::now();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
 };
