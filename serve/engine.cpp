@@ -349,7 +349,9 @@ WindowReport Engine::window(const WindowRequest& w) {
         refresh = true;
       } else {
         sched_.set_admission(!stale);
-        const int64_t queued_rt = stale ? 0 : sched_.queued(Priority::Realtime);
+        // A realtime request queued behind a stale copy waits for the sequences still running
+        // on it: draining them is realtime work too (not held to the batch budget).
+        const int64_t queued_rt = sched_.queued(Priority::Realtime);
         const int64_t queued_all = stale ? 0 : queued_rt + sched_.queued(Priority::Batch);
         const bool realtime = sched_.running(Priority::Realtime) > 0 || queued_rt > 0;
         const bool any = sched_.running() > 0 || queued_all > 0;
