@@ -307,7 +307,6 @@ void Engine::stop_accepting() { accepting_ = false; }
 
 WindowReport Engine::follow_window(const WindowRequest& w) {
   WindowReport rep;
-  const double t0 = now();
   for (;;) {
     StepMessage m = exec_.exchange(nullptr);
     if (m.command == StepCommand::EndWindow) break;
@@ -322,14 +321,12 @@ WindowReport Engine::follow_window(const WindowRequest& w) {
                    static_cast<int>(m.command));
     }
   }
-  rep.seconds = now() - t0;
   return rep;
 }
 
 WindowReport Engine::window(const WindowRequest& w) {
   if (!exec_.is_leader()) return follow_window(w);
   WindowReport rep;
-  const double t0 = now();
   for (;;) {
     StepPlan plan;
     bool refresh = false;
@@ -392,7 +389,6 @@ WindowReport Engine::window(const WindowRequest& w) {
   StepMessage end;
   end.command = StepCommand::EndWindow;
   exec_.exchange(&end);
-  rep.seconds = now() - t0;
   return rep;
 }
 

@@ -53,7 +53,6 @@ struct WindowRequest {
 struct WindowReport {
   int steps = 0;           // engine steps run in the window
   bool refreshed = false;  // the serving copy took the training weights
-  double seconds = 0.0;
 };
 
 class Engine : public ServingBackend {

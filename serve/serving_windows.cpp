@@ -35,6 +35,15 @@ void ServingWindows::copy_weights(ModelReplica& from, ModelReplica& to) {
   to.set_weights_version(from.weights_version());
 }
 
+WindowRequest ServingWindows::request(int64_t live_version, bool drain) {
+  WindowRequest w;
+  w.live_version = live_version;
+  w.batch_budget = drain ? 1.0 : opt_.batch_budget;
+  w.drain = drain;
+  w.refresh = [this] { copy_weights(training_, serving_); };
+  return w;
+}
+
 void ServingWindows::at_safe_point(const SafePoint& point) {
   const auto t0 = Clock::now();
   if (first_step_ < 0) first_step_ = point.step;
@@ -48,11 +57,7 @@ void ServingWindows::at_safe_point(const SafePoint& point) {
   seen_ = true;
   last_kind_ = point.kind;
   ++stats_.safe_points[static_cast<int>(point.kind)];
-  WindowRequest w;
-  w.live_version = point.weights_version;
-  w.batch_budget = opt_.batch_budget;
-  w.refresh = [this] { copy_weights(training_, serving_); };
-  const WindowReport r = engine_.window(w);
+  const WindowReport r = engine_.window(request(point.weights_version, false));
   const auto t1 = Clock::now();
   if (r.steps > 0 || r.refreshed) {
     stats_.windows += r.steps > 0;
@@ -67,12 +72,7 @@ void ServingWindows::at_safe_point(const SafePoint& point) {
 
 void ServingWindows::finish() {
   engine_.stop_accepting();
-  WindowRequest w;
-  w.live_version = training_.weights_version();
-  w.batch_budget = 1.0;
-  w.drain = true;
-  w.refresh = [this] { copy_weights(training_, serving_); };
-  const WindowReport r = engine_.window(w);
+  const WindowReport r = engine_.window(request(training_.weights_version(), true));
   stats_.steps += r.steps;
   stats_.refreshes += r.refreshed;
   engine_.request_stop();

@@ -59,6 +59,8 @@ class ServingWindows : public SafePointHandler {
   static void copy_weights(ModelReplica& from, ModelReplica& to);
 
  private:
+  WindowRequest request(int64_t live_version, bool drain);
+
   Engine& engine_;
   ModelReplica& training_;
   ModelReplica& serving_;
