@@ -145,6 +145,10 @@ const std::vector<KeySpec>& schema() {
 
       {.path = "serve.mode", .field = TANDEM_FIELD(serve.mode),
        .choices = {"off", "windows", "dedicated"}},
+      {.path = "serve.ranks", .field = TANDEM_FIELD(serve.ranks), .range = at_least(0)},
+      {.path = "serve.tp", .field = TANDEM_FIELD(serve.tp), .range = at_least(1)},
+      {.path = "serve.pp", .field = TANDEM_FIELD(serve.pp), .range = at_least(1)},
+      {.path = "serve.sync_every", .field = TANDEM_FIELD(serve.sync_every), .range = at_least(1)},
       {.path = "serve.max_wait_ms", .field = TANDEM_FIELD(serve.max_wait_ms), .range = above(0)},
       {.path = "serve.batch_budget", .field = TANDEM_FIELD(serve.batch_budget), .range = closed(0, 1)},
       {.path = "serve.listen", .field = TANDEM_FIELD(serve.listen)},
@@ -535,6 +539,29 @@ void check_cross_keys(const RunConfig& cfg) {
          fmt::format("serve.replica_listen='{}' must be a host without a port (each replica's "
                      "server takes a free port; serve.replica_listen: {})",
                      sv.replica_listen, origin_of(cfg, "serve.replica_listen")));
+  if (sv.mode == "dedicated" && sv.ranks < 1)
+    fail(lead(cfg, {"serve.ranks", "serve.mode"}),
+         fmt::format("serve.mode=dedicated needs serve.ranks >= 1 (the ranks set apart for serving; "
+                     "got {}; serve.ranks: {})", sv.ranks, origin_of(cfg, "serve.ranks")));
+  if (sv.mode != "dedicated" && sv.ranks != 0)
+    fail(lead(cfg, {"serve.ranks", "serve.mode"}),
+         fmt::format("serve.ranks={} sets ranks apart for serve.mode=dedicated, but serve.mode is {} "
+                     "(serve.ranks: {}; serve.mode: {})", sv.ranks, sv.mode, origin_of(cfg, "serve.ranks"),
+                     origin_of(cfg, "serve.mode")));
+  if (sv.ranks > 0 && sv.ranks % (static_cast<long long>(sv.tp) * sv.pp) != 0)
+    fail(lead(cfg, {"serve.ranks", "serve.tp", "serve.pp"}),
+         fmt::format("serve.ranks={} is not a multiple of serve.tp * serve.pp = {} * {} (each serving "
+                     "replica takes tp x pp ranks)", sv.ranks, sv.tp, sv.pp));
+  if (sv.ranks > 0 && cfg.model.heads % sv.tp != 0)
+    fail(lead(cfg, {"serve.tp", "model.heads"}),
+         fmt::format("model.heads={} is not divisible by serve.tp={} (attention is split by heads)",
+                     cfg.model.heads, sv.tp));
+  if (sv.ranks > 0 && cfg.model.padded_vocab() % sv.tp != 0)
+    fail(lead(cfg, {"serve.tp", "model.vocab"}),
+         fmt::format("the padded vocabulary {} is not divisible by serve.tp={}", cfg.model.padded_vocab(), sv.tp));
+  if (sv.ranks > 0 && cfg.model.layers < sv.pp)
+    fail(lead(cfg, {"serve.pp", "model.layers"}),
+         fmt::format("model.layers={} is fewer than serve.pp={} serving stages", cfg.model.layers, sv.pp));
   const TrainOptions& t = cfg.train;
   if (t.stop_after > t.steps)
     fail(lead(cfg, {"train.stop_after", "train.steps"}),

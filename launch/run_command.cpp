@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "launch/rank_setup.h"
+#include "launch/run_dedicated.h"
 #include "launch/serve_front.h"
 #include "launch/train_command.h"
 #include "parallel/mesh.h"
@@ -23,13 +24,9 @@ namespace tandem {
 namespace {
 
 void check_run_mode(const RunConfig& cfg) {
-  const std::string& m = cfg.serve.mode;
-  if (m == "windows") return;
-  if (m == "off")
-    throw ConfigError("tandem run serves while it trains: set serve.mode: windows (e.g. --set "
-                      "serve.mode=windows), or use tandem train; serve.mode is 'off'");
-  throw ConfigError(fmt::format("serve.mode={} is not available yet in this build: tandem run "
-                                "supports serve.mode=windows", m));
+  if (cfg.serve.mode == "off")
+    throw ConfigError("tandem run serves while it trains: set serve.mode: windows or dedicated (e.g. "
+                      "--set serve.mode=windows), or use tandem train; serve.mode is 'off'");
 }
 
 }  // namespace
@@ -39,10 +36,11 @@ int run_command(MpiEnv& env, int argc, char** argv) {
   CommandArgs args;
   auto check = [&] {
     args = parse_command_args(argc, argv, "run", {.train = true, .port_file = true});
-    cfg = check_train_config(args, env.world_size());
+    cfg = check_train_config(args, env.world_size(), true);
     check_run_mode(cfg);
   };
   if (!config_ok_everywhere(check, env.rank())) return 2;
+  if (cfg.serve.mode == "dedicated") return run_dedicated(env, cfg, args);
 
   auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env);
   spdlog::info("tandem run {} | ranks {} | backend {} | serve.mode {}", args.config, env.world_size(),

@@ -35,9 +35,21 @@ CommandArgs parse_command_args(int argc, char** argv, const char* command, Accep
   return a;
 }
 
-RunConfig check_train_config(const CommandArgs& args, int world_size) {
+RunConfig check_train_config(const CommandArgs& args, int world_size, bool run) {
   RunConfig cfg = load_config(args.config, args.overrides);
-  check_layout(cfg, world_size);
+  if (run && cfg.serve.mode == "dedicated") {
+    if (cfg.serve.ranks >= world_size)
+      throw ConfigError(fmt::format("serve.ranks={} sets apart every one of the job's {} ranks; the "
+                                    "trainers need at least one", cfg.serve.ranks, world_size));
+    try {
+      check_layout(cfg, world_size - cfg.serve.ranks);
+    } catch (const ConfigError& e) {
+      throw ConfigError(fmt::format("{} (the training ranks: the job's {} less serve.ranks={})", e.what(),
+                                    world_size, cfg.serve.ranks));
+    }
+  } else {
+    check_layout(cfg, world_size);
+  }
   if (args.resume) {
     const std::string& dir = cfg.train.checkpoint.dir;
     if (dir.empty())

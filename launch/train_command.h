@@ -29,8 +29,10 @@ struct AcceptedFlags {
 
 // Parses the arguments after the command word; `command` names it in errors.
 CommandArgs parse_command_args(int argc, char** argv, const char* command, AcceptedFlags accept);
-// load_config + check_layout + the --resume checks (for config_ok_everywhere).
-RunConfig check_train_config(const CommandArgs& args, int world_size);
+// load_config + check_layout + the --resume checks (for config_ok_everywhere). run: the
+// config is for `tandem run`, whose serve.mode dedicated sets the last serve.ranks ranks
+// apart, so the training layout must fill the others.
+RunConfig check_train_config(const CommandArgs& args, int world_size, bool run = false);
 TrainerOptions trainer_options(const RunConfig& cfg, const CommandArgs& args);
 
 int run_train(MpiEnv& env, int argc, char** argv);

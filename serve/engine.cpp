@@ -157,6 +157,8 @@ StatsSnapshot Engine::stats() {
   s.weights_version = weights_version_;
   s.training_version = std::max(training_version_, weights_version_);
   s.windows_opened = windows_opened_;
+  s.staleness = s.training_version - s.weights_version;
+  s.weight_syncs = weight_syncs_;
   return s;
 }
 
@@ -305,6 +307,13 @@ void Engine::begin_windows() {
 
 void Engine::stop_accepting() { accepting_ = false; }
 
+void Engine::wait_for_work(double seconds) {
+  std::unique_lock<std::mutex> lock(mu_);
+  work_.wait_for(lock, std::chrono::duration<double>(seconds), [&] {
+    return stop_.load() || sched_.queued(Priority::Realtime) + sched_.queued(Priority::Batch) > 0;
+  });
+}
+
 WindowReport Engine::follow_window(const WindowRequest& w) {
   WindowReport rep;
   for (;;) {
@@ -328,15 +337,17 @@ WindowReport Engine::window(const WindowRequest& w) {
   if (!exec_.is_leader()) return follow_window(w);
   WindowReport rep;
   for (;;) {
+    if (w.max_steps > 0 && rep.steps >= w.max_steps) break;  // before planning: nothing half-done
     StepPlan plan;
     bool refresh = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       const double t = now();
-      training_version_ = w.live_version;
+      training_version_ = w.training_version >= 0 ? w.training_version : w.live_version;
+      if (w.weight_syncs >= 0) weight_syncs_ = w.weight_syncs;
       const bool stale = w.live_version > weights_version_;
       const bool waiting = sched_.queued(Priority::Realtime) + sched_.queued(Priority::Batch) > 0;
-      if (stale && sched_.running() == 0 && !waiting) {
+      if (stale && sched_.running() == 0 && !waiting && !w.eager_refresh) {
         // Nothing to serve: the copy stays as it is until a request needs it (a refresh
         // costs a copy of this rank's weights; an idle safe point costs a broadcast).
         sched_.set_admission(true);

@@ -49,6 +49,13 @@ struct WindowRequest {
                                   // sets its version (called on every rank together)
   double batch_budget = 0.25;     // batch-only serving's share of wall time since start
   bool drain = false;             // end of run: serve everything admitted and queued
+  bool eager_refresh = false;     // refresh as soon as no sequence runs, even with nothing
+                                  // waiting (dedicated servers: the copy costs training nothing)
+  int64_t training_version = -1;  // the trainers' version for stats (-1: live_version)
+  int64_t weight_syncs = -1;      // weight versions received so far, for stats (-1: unchanged)
+  int max_steps = 0;              // end the window after this many engine steps (0: when
+                                  // nothing is left), so a caller whose live version changes
+                                  // during the window (dedicated servers) looks again
 };
 struct WindowReport {
   int steps = 0;           // engine steps run in the window
@@ -79,6 +86,9 @@ class Engine : public ServingBackend {
   void begin_windows();
   WindowReport window(const WindowRequest& w);
   void stop_accepting();
+  // Leader: returns once a request is queued, a stop is requested, or `seconds` have passed
+  // (the dedicated server's idle wait between windows).
+  void wait_for_work(double seconds);
 
   uint64_t submit(GenerateRequest req, std::shared_ptr<GenerateStream> stream) override;
   void cancel(uint64_t id) override;
@@ -122,7 +132,7 @@ class Engine : public ServingBackend {
   std::atomic<bool> accepting_{true};
   bool running_ = false;
   double batch_s_ = 0.0;  // windows: seconds of engine steps without a realtime item
-  int64_t training_version_ = 0, windows_opened_ = 0;
+  int64_t training_version_ = 0, windows_opened_ = 0, weight_syncs_ = 0;
   int64_t weights_version_ = 0;
 };
 

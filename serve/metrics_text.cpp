@@ -46,6 +46,10 @@ std::string prometheus_text(const StatsSnapshot& s, const ModelInfo& m) {
         static_cast<double>(s.training_version));
   counter("tandem_windows_opened_total", "Safe points at which the engine ran steps (serve.mode windows).",
           static_cast<double>(s.windows_opened));
+  gauge("tandem_weights_staleness", "Versions the serving weights are behind the trainers.",
+        static_cast<double>(s.staleness));
+  counter("tandem_weight_syncs_total", "Weight versions received from the trainers (serve.mode dedicated).",
+          static_cast<double>(s.weight_syncs));
   counter("tandem_requests_finished_total", "Requests that finished.", static_cast<double>(s.requests_finished));
   counter("tandem_requests_cancelled_total", "Requests cancelled by their client.",
           static_cast<double>(s.requests_cancelled));

@@ -103,6 +103,8 @@ void to_capnp(const StatsSnapshot& s, rpc::Stats::Builder b) {
   b.setOutputTokensTotal(s.output_tokens_total);
   b.setTrainingVersion(s.training_version);
   b.setWindowsOpened(s.windows_opened);
+  b.setStaleness(s.staleness);
+  b.setWeightSyncs(s.weight_syncs);
   if (!s.replicas.empty()) {
     auto reps = b.initReplicas(static_cast<unsigned>(s.replicas.size()));
     for (unsigned i = 0; i < reps.size(); ++i) to_capnp(s.replicas[i], reps[i]);
@@ -127,6 +129,8 @@ StatsSnapshot from_capnp(rpc::Stats::Reader r) {
   s.requests_cancelled = r.getRequestsCancelled();
   s.training_version = r.getTrainingVersion();
   s.windows_opened = r.getWindowsOpened();
+  s.staleness = r.getStaleness();
+  s.weight_syncs = r.getWeightSyncs();
   for (auto j : r.getRejections()) {
     const auto k = static_cast<int>(j.getKind());
     if (k >= 0 && k < 5) s.rejected[k] = j.getCount();

@@ -12,9 +12,13 @@ namespace tandem {
 
 struct ServeOptions {
   // `tandem run`: how training and serving share the ranks. "windows": the training ranks
-  // serve at the trainer's safe points (serve/serving_windows.h); "dedicated": ranks set apart
-  // (not built yet); "off": `tandem run` refuses (use `tandem train`).
+  // serve at the trainer's safe points (serve/serving_windows.h); "dedicated": the last
+  // serve.ranks ranks serve, fed the trainers' weights (serve/dedicated_serving.h); "off":
+  // `tandem run` refuses (use `tandem train`).
   std::string mode = "off";
+  int ranks = 0;        // dedicated: ranks set apart for serving (the job's last ones)
+  int tp = 1, pp = 1;   // dedicated: the serving replicas' layout (dp = ranks / (tp * pp))
+  int sync_every = 1;   // dedicated: optimizer steps between weight syncs to the servers
   double max_wait_ms = 50.0;   // windows: the target wait of a realtime request for a window
                                // (reported against the measured gap between safe points)
   double batch_budget = 0.25;  // windows: batch-only serving's share of wall time

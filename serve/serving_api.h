@@ -117,6 +117,8 @@ struct StatsSnapshot {
   std::vector<StatsSnapshot> replicas;  // dp > 1 (the router): each replica's own; else empty
   int64_t training_version = 0;  // serving while training: the trainers' step; else = weights_version
   int64_t windows_opened = 0;    // serve.mode windows: safe points at which the engine stepped
+  int64_t staleness = 0;         // training_version - weights_version (versions behind the trainers)
+  int64_t weight_syncs = 0;      // serve.mode dedicated: weight versions received from the trainers
 };
 
 struct ModelInfo {

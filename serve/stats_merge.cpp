@@ -33,6 +33,8 @@ StatsSnapshot merge_replica_stats(const std::vector<StatsSnapshot>& replicas) {
     m.weights_version = first ? r.weights_version : std::min(m.weights_version, r.weights_version);
     m.training_version = std::max(m.training_version, r.training_version);
     m.windows_opened += r.windows_opened;
+    m.staleness = std::max(m.staleness, r.staleness);
+    m.weight_syncs = std::max(m.weight_syncs, r.weight_syncs);
     m.requests_finished += r.requests_finished;
     m.requests_cancelled += r.requests_cancelled;
     for (int k = 0; k < 5; ++k) m.rejected[k] += r.rejected[k];

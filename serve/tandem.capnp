@@ -114,6 +114,9 @@ struct Stats {
   trainingVersion @13 :Int64;  # serving while training: the step the trainers have reached
                                # (weightsVersion lags it while a kept copy drains); else = it
   windowsOpened @14 :Int64;    # serve.mode windows: safe points at which the engine stepped
+  staleness @15 :Int64;        # trainingVersion - weightsVersion: versions behind the trainers
+                               # (merged: the worst replica)
+  weightSyncs @16 :Int64;      # serve.mode dedicated: weight versions received from the trainers
 }
 
 struct ModelInfo {

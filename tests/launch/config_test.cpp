@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "launch/train_command.h"
 #include "runtime/core/error.h"
 
 namespace tandem {
@@ -284,7 +285,11 @@ sample:
   temperature: 0
   top_k: 0
 serve:
-  mode: windows
+  mode: dedicated
+  ranks: 4
+  tp: 2
+  pp: 2
+  sync_every: 3
   max_wait_ms: 20
   batch_budget: 0.5
   listen: "0.0.0.0:9000"
@@ -347,7 +352,11 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.sample.tokens, 5);
   EXPECT_EQ(c.sample.temperature, 0.0f);
   EXPECT_EQ(c.sample.top_k, 0);
-  EXPECT_EQ(c.serve.mode, "windows");
+  EXPECT_EQ(c.serve.mode, "dedicated");
+  EXPECT_EQ(c.serve.ranks, 4);
+  EXPECT_EQ(c.serve.tp, 2);
+  EXPECT_EQ(c.serve.pp, 2);
+  EXPECT_EQ(c.serve.sync_every, 3);
   EXPECT_DOUBLE_EQ(c.serve.max_wait_ms, 20.0);
   EXPECT_DOUBLE_EQ(c.serve.batch_budget, 0.5);
   EXPECT_EQ(c.serve.listen, "0.0.0.0:9000");
@@ -737,6 +746,47 @@ TEST(Config, Gpt2SmallLoadsAndHas124MParameters) {
   EXPECT_EQ(c.train.warmup, 100);
   EXPECT_EQ(c.train.steps, 1000);
   EXPECT_EQ(c.train.batch, 8);
+}
+
+TEST(Config, DedicatedServingKeysAreCheckedTogether) {
+  EXPECT_NE(error_of("", {"serve.mode=dedicated"}).find("serve.mode=dedicated needs serve.ranks >= 1"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"serve.mode=windows", "serve.ranks=2"})
+                .find("serve.ranks=2 sets ranks apart for serve.mode=dedicated, but serve.mode is windows"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"serve.mode=dedicated", "serve.ranks=3", "serve.tp=2"})
+                .find("serve.ranks=3 is not a multiple of serve.tp * serve.pp = 2 * 1"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"serve.mode=dedicated", "serve.ranks=3", "serve.tp=3"})
+                .find("model.heads=4 is not divisible by serve.tp=3"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"serve.mode=dedicated", "serve.ranks=8", "serve.pp=8"})
+                .find("model.layers=4 is fewer than serve.pp=8"),
+            std::string::npos);
+  EXPECT_NE(error_of("", {"serve.sync_every=0"}).find("serve.sync_every: expected an integer >= 1"),
+            std::string::npos);
+  EXPECT_NO_THROW(config_from_yaml_string("", {"serve.mode=dedicated", "serve.ranks=2", "serve.tp=2"}, "t.yaml"));
+}
+
+TEST(Config, DedicatedServingRanksLeaveTheRestToTraining) {
+  CommandArgs a;
+  a.config = std::string(TANDEM_SOURCE_DIR) + "/configs/quickstart.yaml";
+  a.overrides = {"serve.mode=dedicated", "serve.ranks=2", "parallel.dp=2"};
+  EXPECT_EQ(check_train_config(a, 4, true).serve.ranks, 2);  // 2 train (dp 2), 2 serve
+  try {
+    check_train_config(a, 5, true);
+    ADD_FAILURE() << "5 ranks - 2 servers = 3 trainers for dp 2 was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_HAS(std::string(e.what()), "but the job has 3 ranks (the training ranks: the job's 5 less serve.ranks=2)");
+  }
+  try {
+    check_train_config(a, 2, true);
+    ADD_FAILURE() << "every rank set apart was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_HAS(std::string(e.what()), "serve.ranks=2 sets apart every one of the job's 2 ranks");
+  }
+  // tandem train ignores serve.ranks: the layout fills the whole job.
+  EXPECT_EQ(check_train_config(a, 2).parallel.dp, 2);
 }
 
 }  // namespace

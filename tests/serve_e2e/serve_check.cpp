@@ -14,7 +14,8 @@
 //   serve_check HOST:PORT live PROMPT_IDS MAX_TOKENS ROUNDS  a server that trains while it
 //       serves (tandem run): rounds of the same greedy prompt (realtime twice, batch once)
 //       until the server shuts down; every reply of one weights version is the same, versions
-//       never go back, at least two versions and ROUNDS rounds were seen
+//       never go back, at least two versions and ROUNDS rounds were seen; with
+//       [MAX_STALENESS], stats staleness never exceeded it (serve.mode dedicated)
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -370,12 +371,12 @@ bool live_request(RpcClient& c, const std::vector<int32_t>& prompt, int max_toke
   }
 }
 
-int live(const std::string& addr, const std::string& ids, int max_tokens, int min_rounds) {
+int live(const std::string& addr, const std::string& ids, int max_tokens, int min_rounds, int max_staleness) {
   const std::vector<int32_t> prompt = parse_ids(ids);
   std::map<int64_t, std::vector<int32_t>> by_version;
   std::map<int64_t, int> count;
-  int64_t last_version = -1, training_seen = 0;
-  int rounds = 0, consistent = 1, ordered = 1;
+  int64_t last_version = -1, training_seen = 0, staleness_seen = 0, checked_version = -1;
+  int rounds = 0, consistent = 1, ordered = 1, staleness_ok = 1;
   double worst_ttft = 0.0;
   std::string why;
   try {
@@ -398,7 +399,11 @@ int live(const std::string& addr, const std::string& ids, int max_tokens, int mi
       }
       if (!alive) break;
       try {
-        training_seen = std::max(training_seen, c.stats().training_version);
+        const StatsSnapshot st = c.stats();
+        training_seen = std::max(training_seen, st.training_version);
+        staleness_seen = std::max(staleness_seen, st.staleness);
+        checked_version = last_version;  // the replies this stats call must cover
+        if (st.staleness != st.training_version - st.weights_version) staleness_ok = 0;
       } catch (const std::exception&) {
         break;
       }
@@ -416,8 +421,13 @@ int live(const std::string& addr, const std::string& ids, int max_tokens, int mi
   check(consistent == 1, "every reply of one weights version is the same");
   check(ordered == 1, "weights versions never go back");
   check(by_version.size() >= 2, "the weights version advanced while serving (" + std::to_string(by_version.size()) + " versions)");
-  check(training_seen >= last_version, "stats trainingVersion (" + std::to_string(training_seen) + ") >= the newest reply's version");
-  std::printf("live: worst realtime TTFT %.1f ms\n", worst_ttft * 1e3);
+  check(training_seen >= checked_version, "stats trainingVersion (" + std::to_string(training_seen) + ") >= the newest reply's version before it (" + std::to_string(checked_version) + ")");
+  check(staleness_ok == 1, "stats staleness = trainingVersion - weightsVersion");
+  if (max_staleness >= 0)
+    check(staleness_seen <= max_staleness, "stats staleness stayed within " + std::to_string(max_staleness) +
+                                               " versions (worst seen " + std::to_string(staleness_seen) + ")");
+  std::printf("live: worst realtime TTFT %.1f ms, worst staleness %lld versions\n", worst_ttft * 1e3,
+              static_cast<long long>(staleness_seen));
   return failures ? 1 : 0;
 }
 
@@ -433,7 +443,8 @@ int main(int argc, char** argv) {
     // One RpcClient per thread at a time (one KJ event loop per thread).
     if (what == "overload") return overload(addr);
     if (what == "cancel") return cancel(addr);
-    if (what == "live" && argc == 6) return live(addr, argv[3], std::atoi(argv[4]), std::atoi(argv[5]));
+    if (what == "live" && (argc == 6 || argc == 7))
+      return live(addr, argv[3], std::atoi(argv[4]), std::atoi(argv[5]), argc == 7 ? std::atoi(argv[6]) : -1);
     if (what == "soak" && argc == 5) return soak(addr, std::atoi(argv[3]), static_cast<uint32_t>(std::atoi(argv[4])));
     RpcClient c(addr);
     if (what == "greedy" && argc == 5) return greedy(c, argv[3], std::atoi(argv[4]));
