@@ -60,6 +60,7 @@ int run_command(MpiEnv& env, int argc, char** argv) {
   serve::Engine engine(exec, tok.get(), front.engine_options(args.config, {}));
   serve::WindowsOptions wo;
   wo.batch_budget = so.batch_budget;
+  wo.between_steps_only = so.window_points == "steps";
   serve::ServingWindows windows(engine, trainer.replica(), serving, wo);
 
   trainer.begin();

@@ -78,6 +78,7 @@ BenchServeReport run_bench_serve(const BenchServeOptions& o) {
           }
           ++rep.cls[c].finished;
           rep.output_tokens += live->tokens;
+          rep.cls[c].output_tokens += live->tokens;
           if (live->tokens > 0) ttft[c].push_back(std::chrono::duration<double>(live->first - live->sent).count());
           if (live->tokens > 1)
             tpot[c].push_back(std::chrono::duration<double>(live->last - live->first).count() / (live->tokens - 1));
@@ -102,8 +103,9 @@ std::string to_json(const BenchServeReport& r) {
     auto lat = [](const LatencySummary& l) {
       return fmt::format("{{\"p50\": {:.6f}, \"p90\": {:.6f}, \"p99\": {:.6f}, \"count\": {}}}", l.p50, l.p90, l.p99, l.count);
     };
-    cls += fmt::format("{}\"{}\": {{\"sent\": {}, \"finished\": {}, \"ttft_s\": {}, \"tpot_s\": {}}}", c ? ", " : "",
-                       priority_name(static_cast<Priority>(c)), k.sent, k.finished, lat(k.ttft), lat(k.tpot));
+    cls += fmt::format("{}\"{}\": {{\"sent\": {}, \"finished\": {}, \"output_tokens\": {}, \"ttft_s\": {}, \"tpot_s\": {}}}",
+                       c ? ", " : "", priority_name(static_cast<Priority>(c)), k.sent, k.finished, k.output_tokens,
+                       lat(k.ttft), lat(k.tpot));
   }
   std::string rej;
   for (int k = 0; k < 5; ++k)

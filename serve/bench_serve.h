@@ -25,7 +25,7 @@ struct BenchServeOptions {
 };
 
 struct BenchClassReport {
-  int64_t sent = 0, finished = 0;
+  int64_t sent = 0, finished = 0, output_tokens = 0;
   LatencySummary ttft, tpot;
 };
 

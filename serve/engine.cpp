@@ -159,6 +159,7 @@ StatsSnapshot Engine::stats() {
   s.windows_opened = windows_opened_;
   s.staleness = s.training_version - s.weights_version;
   s.weight_syncs = weight_syncs_;
+  s.busy_s = busy_s_;
   return s;
 }
 
@@ -369,11 +370,13 @@ WindowReport Engine::window(const WindowRequest& w) {
       }
     }
     if (refresh) {
+      const double tr = now();
       StepMessage m;
       m.command = StepCommand::Refresh;
       exec_.exchange(&m);
       w.refresh();
       std::lock_guard<std::mutex> lock(mu_);
+      busy_s_ += now() - tr;
       weights_version_ = exec_.replica().weights_version();
       sched_.set_admission(true);
       rep.refreshed = true;
@@ -391,6 +394,7 @@ WindowReport Engine::window(const WindowRequest& w) {
     exec_.exchange(&m);
     std::vector<int32_t> sampled = exec_.run(m);
     std::lock_guard<std::mutex> lock(mu_);
+    busy_s_ += now() - ts;
     if (!realtime_step) batch_s_ += now() - ts;
     if (rep.steps == 0) ++windows_opened_;
     sched_.commit(plan, sampled);
@@ -433,9 +437,11 @@ void Engine::run_leader() {
       std::lock_guard<std::mutex> lock(mu_);
       m = build_step(plan);
     }
+    const double ts = now();
     exec_.exchange(&m);
     std::vector<int32_t> sampled = exec_.run(m);
     std::lock_guard<std::mutex> lock(mu_);
+    busy_s_ += now() - ts;
     weights_version_ = exec_.replica().weights_version();
     sched_.commit(plan, sampled);
     deliver(plan, sampled);

@@ -132,6 +132,7 @@ class Engine : public ServingBackend {
   std::atomic<bool> accepting_{true};
   bool running_ = false;
   double batch_s_ = 0.0;  // windows: seconds of engine steps without a realtime item
+  double busy_s_ = 0.0;   // seconds of engine steps and weight refreshes
   int64_t training_version_ = 0, windows_opened_ = 0, weight_syncs_ = 0;
   int64_t weights_version_ = 0;
 };

@@ -48,6 +48,7 @@ std::string prometheus_text(const StatsSnapshot& s, const ModelInfo& m) {
           static_cast<double>(s.windows_opened));
   gauge("tandem_weights_staleness", "Versions the serving weights are behind the trainers.",
         static_cast<double>(s.staleness));
+  counter("tandem_busy_seconds_total", "Seconds the engine spent in steps and weight refreshes.", s.busy_s);
   counter("tandem_weight_syncs_total", "Weight versions received from the trainers (serve.mode dedicated).",
           static_cast<double>(s.weight_syncs));
   counter("tandem_requests_finished_total", "Requests that finished.", static_cast<double>(s.requests_finished));

@@ -105,6 +105,7 @@ void to_capnp(const StatsSnapshot& s, rpc::Stats::Builder b) {
   b.setWindowsOpened(s.windows_opened);
   b.setStaleness(s.staleness);
   b.setWeightSyncs(s.weight_syncs);
+  b.setBusySeconds(s.busy_s);
   if (!s.replicas.empty()) {
     auto reps = b.initReplicas(static_cast<unsigned>(s.replicas.size()));
     for (unsigned i = 0; i < reps.size(); ++i) to_capnp(s.replicas[i], reps[i]);
@@ -131,6 +132,7 @@ StatsSnapshot from_capnp(rpc::Stats::Reader r) {
   s.windows_opened = r.getWindowsOpened();
   s.staleness = r.getStaleness();
   s.weight_syncs = r.getWeightSyncs();
+  s.busy_s = r.getBusySeconds();
   for (auto j : r.getRejections()) {
     const auto k = static_cast<int>(j.getKind());
     if (k >= 0 && k < 5) s.rejected[k] = j.getCount();

@@ -22,6 +22,8 @@ struct ServeOptions {
   double max_wait_ms = 50.0;   // windows: the target wait of a realtime request for a window
                                // (reported against the measured gap between safe points)
   double batch_budget = 0.25;  // windows: batch-only serving's share of wall time
+  std::string window_points = "all";  // windows: "all" safe points, or "steps" (only between
+                                      // optimizer steps: the plain alternative, for comparison)
   std::string listen = "127.0.0.1:7411";  // RPC address (port 0: any free port)
   std::string metrics_listen;             // Prometheus text at GET /metrics ("" = off)
   // parallel.dp > 1: the host each replica's own RPC server binds (any free port); the router

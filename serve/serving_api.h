@@ -119,6 +119,7 @@ struct StatsSnapshot {
   int64_t windows_opened = 0;    // serve.mode windows: safe points at which the engine stepped
   int64_t staleness = 0;         // training_version - weights_version (versions behind the trainers)
   int64_t weight_syncs = 0;      // serve.mode dedicated: weight versions received from the trainers
+  double busy_s = 0.0;           // seconds the engine spent in steps and weight refreshes
 };
 
 struct ModelInfo {

@@ -45,6 +45,10 @@ WindowRequest ServingWindows::request(int64_t live_version, bool drain) {
 }
 
 void ServingWindows::at_safe_point(const SafePoint& point) {
+  if (opt_.between_steps_only && point.kind != SafePointKind::BetweenSteps) {
+    ++stats_.safe_points[static_cast<int>(point.kind)];  // counted, not used (gaps span steps)
+    return;
+  }
   const auto t0 = Clock::now();
   if (first_step_ < 0) first_step_ = point.step;
   if (seen_ && point.step > first_step_)

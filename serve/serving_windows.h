@@ -30,6 +30,8 @@ namespace tandem::serve {
 
 struct WindowsOptions {
   double batch_budget = 0.25;  // batch-only serving's share of wall time
+  bool between_steps_only = false;  // open windows only between optimizer steps (the plain
+                                    // alternative; the other safe points are counted, not used)
 };
 
 struct WindowsStats {

@@ -35,6 +35,7 @@ StatsSnapshot merge_replica_stats(const std::vector<StatsSnapshot>& replicas) {
     m.windows_opened += r.windows_opened;
     m.staleness = std::max(m.staleness, r.staleness);
     m.weight_syncs = std::max(m.weight_syncs, r.weight_syncs);
+    m.busy_s += r.busy_s;
     m.requests_finished += r.requests_finished;
     m.requests_cancelled += r.requests_cancelled;
     for (int k = 0; k < 5; ++k) m.rejected[k] += r.rejected[k];

@@ -117,6 +117,7 @@ struct Stats {
   staleness @15 :Int64;        # trainingVersion - weightsVersion: versions behind the trainers
                                # (merged: the worst replica)
   weightSyncs @16 :Int64;      # serve.mode dedicated: weight versions received from the trainers
+  busySeconds @17 :Float64;    # time the engine spent in steps and weight refreshes (merged: sum)
 }
 
 struct ModelInfo {

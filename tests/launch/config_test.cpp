@@ -290,6 +290,7 @@ serve:
   tp: 2
   pp: 2
   sync_every: 3
+  window_points: steps
   max_wait_ms: 20
   batch_budget: 0.5
   listen: "0.0.0.0:9000"
@@ -357,6 +358,7 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.serve.tp, 2);
   EXPECT_EQ(c.serve.pp, 2);
   EXPECT_EQ(c.serve.sync_every, 3);
+  EXPECT_EQ(c.serve.window_points, "steps");
   EXPECT_DOUBLE_EQ(c.serve.max_wait_ms, 20.0);
   EXPECT_DOUBLE_EQ(c.serve.batch_budget, 0.5);
   EXPECT_EQ(c.serve.listen, "0.0.0.0:9000");
