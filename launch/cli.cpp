@@ -40,7 +40,8 @@ usage:
       checkpoint `latest` names in train.checkpoint.dir (any parallel layout).
   tandem run CONFIG [--set key.path=value ...] [--metrics-out FILE] [--resume] [--port-file FILE]
       Train as `tandem train` does and serve the weights being trained over RPC, as
-      serve.mode says (windows: the training ranks answer at safe points; docs/serving.md).
+      serve.mode says (windows: the training ranks answer at safe points; dedicated: the
+      last serve.ranks ranks serve, fed the trainers' weights; docs/serving.md).
   tandem ckpt inspect DIR|FILE | export-hf DIR|FILE OUT | import-hf IN DIR
       Checkpoint tools (docs/checkpoints.md): contents and checksums; Hugging Face GPT-2
       safetensors out and in.
