@@ -51,7 +51,7 @@ int run_command(MpiEnv& env, int argc, char** argv) {
   Trainer trainer(*backend, trainer_options(cfg, args), mesh);
 
   // The serving copy: the same layout as the trainer's replica, refreshed at safe points.
-  ModelReplica serving(*backend, mesh, cfg.model, p, trainer.replica().num_chunks());
+  ModelReplica serving(*backend, mesh, cfg.model, p, trainer.replica().num_chunks(), /*inference_only=*/true);
   const ServeOptions& so = cfg.serve;
   serve::ReplicaExecutor exec(serving, so.kv_blocks, so.kv_block_tokens, p.timeout_s);
   std::unique_ptr<BpeTokenizer> tok;

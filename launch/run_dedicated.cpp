@@ -80,7 +80,7 @@ int serve_side(MpiEnv& env, const RunConfig& full, const CommandArgs& args, Back
   const RunConfig cfg = serving_config(full);
   const ParallelOptions& p = cfg.parallel;
   Mesh mesh(part, p.dp, p.tp, p.pp, p.order, backend.kind(), p.timeout_s, backend.cuda());
-  ModelReplica serving(backend, mesh, cfg.model, p, 1);
+  ModelReplica serving(backend, mesh, cfg.model, p, 1, /*inference_only=*/true);
   const ServeOptions& so = cfg.serve;
   serve::ReplicaExecutor exec(serving, so.kv_blocks, so.kv_block_tokens, p.timeout_s);
   std::unique_ptr<BpeTokenizer> tok;

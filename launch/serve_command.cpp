@@ -63,7 +63,7 @@ int serve_command(MpiEnv& env, int argc, char** argv) {
   auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env);
   const ParallelOptions& p = cfg.parallel;
   Mesh mesh(env.world(), p.dp, p.tp, p.pp, p.order, backend->kind(), p.timeout_s, backend->cuda());
-  ModelReplica replica(*backend, mesh, cfg.model, p, 1);
+  ModelReplica replica(*backend, mesh, cfg.model, p, 1, /*inference_only=*/true);
   std::vector<CheckpointChunk> chunks;
   for (int c = 0; c < replica.num_chunks(); ++c) chunks.push_back({&replica.chunk(c), nullptr});
   Checkpointer ck(*backend, mesh, cfg.model, 0, chunks);

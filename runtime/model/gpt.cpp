@@ -62,7 +62,7 @@ std::vector<ParamSpec> Gpt::stage_specs(const ModelOptions& opt, const StageLayo
 }
 
 Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
-         Recompute recompute, int64_t flat_pad)
+         Recompute recompute, int64_t flat_pad, bool with_grads)
     : be_(be), opt_(opt), stage_(stage), tp_(tp), recompute_(recompute), store_(be) {
   if (stage_.num_layers < 0) stage_.num_layers = opt.layers - stage_.first_layer;
   TANDEM_CHECK(stage_.first_layer >= 0 && stage_.first_layer + stage_.num_layers <= opt.layers,
@@ -84,7 +84,7 @@ Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communi
   for (int l = 0; l < stage_.num_layers; ++l)
     blocks_.push_back(std::make_unique<TransformerBlock>(store_, opt, stage_.first_layer + l, tp));
   for (ParamSpec& sp : head) store_.add(std::move(sp));
-  store_.finalize(flat_pad);
+  store_.finalize(flat_pad, with_grads);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     blocks_[l]->bind();
     block_offsets_.push_back(store_.get(fmt::format("h.{}.ln1.w", stage_.first_layer + l)).offset);

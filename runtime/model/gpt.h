@@ -46,8 +46,9 @@ class Gpt {
  public:
   // flat_pad: the flat parameter/gradient buffers are padded to a multiple of this (the
   // data-parallel size, so gradient buckets split evenly over dp ranks).
+  // with_grads = false: an inference-only stage (no gradient buffer; backward must not run).
   Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
-      Recompute recompute, int64_t flat_pad = 1);
+      Recompute recompute, int64_t flat_pad = 1, bool with_grads = true);
 
   // The parameters a stage registers, in registration order, as tp rank `rank` of `parts`
   // holds them: a pure function of the options (Gpt's constructor registers exactly these).

@@ -14,7 +14,7 @@ std::pair<int, int> stage_layers(int layers, int vstages, int v) {
 }
 
 ModelReplica::ModelReplica(Backend& be, Mesh& mesh, const ModelOptions& model,
-                           const ParallelOptions& par, int nchunks)
+                           const ParallelOptions& par, int nchunks, bool inference_only)
     : be_(be), mesh_(mesh), model_(model) {
   TANDEM_CHECK(nchunks >= 1, "model chunks per rank must be >= 1, got {}", nchunks);
   const int vstages = mesh.pp_size() * nchunks;
@@ -24,7 +24,7 @@ ModelReplica::ModelReplica(Backend& be, Mesh& mesh, const ModelOptions& model,
     const int v = virtual_stage(mesh.pp_size(), mesh.pp_rank(), c);
     auto [first, count] = stage_layers(model.layers, vstages, v);
     StageLayout layout{first, count, v == 0, v == vstages - 1};
-    auto gpt = std::make_unique<Gpt>(be, model, layout, mesh.tp(), par.recompute, mesh.dp_size());
+    auto gpt = std::make_unique<Gpt>(be, model, layout, mesh.tp(), par.recompute, mesh.dp_size(), !inference_only);
     gpt->set_offload_block_inputs(par.offload);
     chunks_.push_back(std::move(gpt));
   }

@@ -30,8 +30,9 @@ std::pair<int, int> stage_layers(int layers, int vstages, int v);
 class ModelReplica {
  public:
   // nchunks: model chunks per rank (the interleaved schedule's `chunks`, else 1).
+  // inference_only: no gradient buffers (a serving replica; it never runs backward).
   ModelReplica(Backend& be, Mesh& mesh, const ModelOptions& model, const ParallelOptions& par,
-               int nchunks);
+               int nchunks, bool inference_only = false);
 
   Backend& backend() { return be_; }
   Mesh& mesh() { return mesh_; }

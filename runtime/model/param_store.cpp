@@ -64,15 +64,15 @@ int ParamStore::add(ParamSpec spec) {
   return static_cast<int>(params_.size()) - 1;
 }
 
-void ParamStore::finalize(int64_t pad_multiple) {
+void ParamStore::finalize(int64_t pad_multiple, bool with_grads) {
   TANDEM_CHECK(!finalized(), "ParamStore finalized twice");
   TANDEM_CHECK(pad_multiple >= 1, "pad_multiple {} < 1", pad_multiple);
   const int64_t padded = (total_ + pad_multiple - 1) / pad_multiple * pad_multiple;
   values_ = be_.zeros({std::max<int64_t>(padded, 1)});
-  grads_ = be_.zeros({std::max<int64_t>(padded, 1)});
+  if (with_grads) grads_ = be_.zeros({std::max<int64_t>(padded, 1)});
   for (Param& p : params_) {
     p.value = values_.flat_range(p.offset, p.spec.compute);
-    p.grad = grads_.flat_range(p.offset, p.spec.compute);
+    if (with_grads) p.grad = grads_.flat_range(p.offset, p.spec.compute);
   }
 }
 
@@ -150,7 +150,9 @@ void ParamStore::init(uint64_t seed) {
   zero_grads();
 }
 
-void ParamStore::zero_grads() { be_.zero(grads_); }
+void ParamStore::zero_grads() {
+  if (grads_.defined()) be_.zero(grads_);
+}
 
 void ParamStore::load_logical(Param& p, const float* logical_host) {
   Tensor host = be_.host_empty({p.numel});

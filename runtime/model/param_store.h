@@ -56,8 +56,9 @@ class ParamStore {
   int add(ParamSpec spec);
   // Allocates the flat value/grad buffers (grads zeroed) and binds every Param's tensors.
   // The buffers are padded with zeros to a multiple of `pad_multiple` elements (so data-parallel
-  // buckets split evenly); padding belongs to no parameter.
-  void finalize(int64_t pad_multiple = 1);
+  // buckets split evenly); padding belongs to no parameter. with_grads = false (inference:
+  // serving replicas): no gradient buffer; grads() and every Param's grad stay undefined.
+  void finalize(int64_t pad_multiple = 1, bool with_grads = true);
   bool finalized() const { return values_.defined(); }
 
   void init(uint64_t seed);  // layout-independent initialisation of every parameter
