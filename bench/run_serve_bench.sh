@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench-serve on the quickstart model (4 x 256, seq 128): one `tandem serve` rank, the open-loop
+# bench-serve on the quickstart model (configs/quickstart.yaml; the figures in docs were taken at 4 x 256): one `tandem serve` rank, the open-loop
 # load generator at several Poisson request rates, 25% realtime, prompts of 8..64 tokens and
 # 8..32 output tokens. Prints each rate's table (TTFT / TPOT percentiles per class, throughput,
 # rejections) and writes JSON per rate into OUT (default: a temp dir, printed).

@@ -5,7 +5,7 @@
 #   bench/run_train_bench.sh [BUILD_DIR] [STEPS]
 # Environment: ROUNDS (default 3), THREADS (2), PEER (../shared/peers/torch_gpt_bench.py).
 # Needs: ./launch/setup --bench (python3-torch, libopenblas0-pthread), run with /usr/bin/python3.
-# Shapes: GPT-2 124M at batch 4 x 64 tokens, and the quickstart model (4 x 256, batch 8 x 128).
+# Shapes: GPT-2 124M at batch 4 x 64 tokens, and the earlier quickstart shape (4 x 256, batch 8 x 128).
 # Peak memory is the process's maximum resident set (GNU time %M) for both.
 # The header names the CPU, the ISA the build targets (TANDEM_ARCH), OpenBLAS's core type
 # for Tandem and the BLAS library the peer's torch loaded.
