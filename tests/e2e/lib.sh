@@ -37,7 +37,9 @@ PY
 }
 
 # --- serving helpers (tests/e2e/serve_*_test.sh) ---
-SERVE_MODEL=(--set model.layers=4 --set model.dim=64 --set model.heads=4 --set model.seq_len=64)
+# (two micro-batches, so that the pp = 2 layouts of the serving tests have one per stage)
+SERVE_MODEL=(--set model.layers=4 --set model.dim=64 --set model.heads=4 --set model.seq_len=64
+             --set parallel.microbatches=2)
 SERVE_CHECK=$BUILD/tests/serve_check
 
 # Trains the small serving model for 30 steps on one rank and checkpoints it into $1; extra

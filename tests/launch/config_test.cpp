@@ -717,16 +717,17 @@ TEST(Config, DescribeListsEveryKey) {
 TEST(Config, QuickstartLoads) {
   RunConfig c = load_config(std::string(TANDEM_SOURCE_DIR) + "/configs/quickstart.yaml", {});
   EXPECT_EQ(c.model.layers, 4);
-  EXPECT_EQ(c.model.dim, 256);
+  EXPECT_EQ(c.model.dim, 128);
   EXPECT_EQ(c.model.heads, 4);
   EXPECT_EQ(c.model.seq_len, 128);
   EXPECT_EQ(c.model.vocab, 50257);
-  EXPECT_EQ(c.train.batch, 8);
-  EXPECT_EQ(c.train.steps, 400);
-  EXPECT_FLOAT_EQ(c.train.lr, 1e-3f);
+  EXPECT_EQ(c.train.batch, 4);
+  EXPECT_EQ(c.train.steps, 500);
+  EXPECT_FLOAT_EQ(c.train.lr, 2e-3f);
   EXPECT_EQ(c.train.warmup, 30);
-  EXPECT_EQ(c.train.eval_every, 50);
-  EXPECT_EQ(c.train.eval_batches, 8);
+  EXPECT_EQ(c.train.eval_every, 100);
+  EXPECT_EQ(c.train.eval_batches, 16);
+  EXPECT_EQ(c.parallel.microbatches, 1);
   EXPECT_EQ(c.train.device, "cpu");
   EXPECT_EQ(c.sample.prompt, "The jury said");
   EXPECT_EQ(c.sample.count, 3);
