@@ -72,6 +72,7 @@ struct Trainer::Impl {
   int64_t per_dp = 0, per_micro = 0;  // sequences per dp rank / per micro-batch
   SafePointHandler* safe_points = nullptr;
   bool in_safe_point = false;
+  double safe_point_s = 0.0;  // seconds inside the handler since the last step record
   int current_step = 0;
   std::vector<bool> train_cuts, eval_cuts;  // safe cuts of this layout's action lists
   bool begun = false;
@@ -106,12 +107,14 @@ struct Trainer::Impl {
   void safe_point(SafePointKind kind) {
     if (!safe_points || in_safe_point) return;
     in_safe_point = true;
+    const auto t0 = Clock::now();
     try {
       safe_points->at_safe_point({kind, current_step, replica->weights_version()});
     } catch (...) {
       in_safe_point = false;
       throw;
     }
+    safe_point_s += seconds_since(t0);
     in_safe_point = false;
   }
 
@@ -416,6 +419,10 @@ StepReport Trainer::step(int step) {
       {"comm_bytes_tp", double{comm[0]}}, {"comm_bytes_dp", double{comm[1]}},
       {"comm_bytes_pp", double{comm[2]}}, {"comm_bytes_embedding", double{comm[3]}},
       {"pipeline_bubble", bubble}};
+  if (I.safe_points) {  // time in the handler (serving windows) since the previous record
+    rec.emplace_back("safe_point_s", I.safe_point_s);
+    I.safe_point_s = 0.0;
+  }
   if (std::isfinite(val)) rec.emplace_back("val_loss", val);
   if (!co.dir.empty() && ((co.every > 0 && step % co.every == 0) || step == last_step)) {
     rec.emplace_back("checkpoint_s", I.save(step));
