@@ -216,6 +216,19 @@ def cmd_summary(a):
             return "-"
         print(f"{str(k[0]):<10} {str(k[1]):>5} {str(k[2]):<5} " + " ".join(cells)
               + f" {ratio('torch-eager'):>12} {ratio('torch-compile'):>14}")
+    models = list(dict.fromkeys((r.get("model"), r.get("batch")) for r in train))
+    for m, b in models:  # each side at its fastest precision and mode
+        best = {}
+        for r in train:
+            if (r.get("model"), r.get("batch")) == (m, b) and r.get("status") == "ok":
+                side = "tandem" if r["side"] == "tandem" else "torch"
+                if side not in best or r["tokens_per_s"] > best[side]["tokens_per_s"]:
+                    best[side] = r
+        if len(best) == 2 and best["torch"]["tokens_per_s"] > 0:
+            t, p = best["tandem"], best["torch"]
+            print(f"best of each, {m} b{b}: tandem {t['precision']} {t['tokens_per_s']:.1f} tok/s "
+                  f"({100 * t['mfu']:.1f}% MFU) / {p['side']} {p['precision']} {p['tokens_per_s']:.1f} "
+                  f"tok/s ({100 * p['mfu']:.1f}% MFU) = {t['tokens_per_s'] / p['tokens_per_s']:.3f}x")
     mem = [r for r in train if r.get("status") == "ok" and r.get("peak_mem_mib") is not None]
     if mem:
         print("peak device memory (MiB): " + "; ".join(

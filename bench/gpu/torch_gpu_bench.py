@@ -315,11 +315,11 @@ def train_one(spec, precision, args, dev, compile_how, jsonl, part):
     reset_mem(dev)
     model = build_model(spec["layers"], spec["dim"], spec["heads"], vp, args.seq, dev)
     opt, opt_kind = make_adamw(model, dev)
-    fwd = model
-    graphs0 = graph_count()
+    fwd, graphs0 = model, None
     if compile_how != "none":
         if hasattr(torch, "_dynamo"):
             torch._dynamo.reset()
+        graphs0 = graph_count()
         fwd = compile_model(model, compile_how)
     g = torch.Generator().manual_seed(1)
     B, T = spec["batch"], args.seq
@@ -352,8 +352,9 @@ def train_one(spec, precision, args, dev, compile_how, jsonl, part):
                  torch=torch.__version__, first_step_s=round(times[0], 3),
                  loss_first=round(losses[0], 4), loss_last=round(losses[-1], 4), note="; ".join(NOTES))
     if compile_how != "none":
-        warm = times[:args.warmup] or times[:1]
-        extra.update(compile_mode=compile_how, compile_s=round(sum(warm) - len(warm) * med, 2))
+        warm_times = times[:args.warmup] or times[:1]
+        extra.update(compile_mode=compile_how,
+                     compile_s=round(sum(warm_times) - len(warm_times) * med, 2))
         gc = graph_count()
         if gc is not None and graphs0 is not None:
             extra["compiled_graphs"] = gc - graphs0
