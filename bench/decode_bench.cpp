@@ -1,12 +1,14 @@
-// decode_bench: Tandem's CPU inference path (Gpt::forward_cached over a paged KV cache,
-// head_logits, greedy TokenSampler) on random tokens and random weights, shaped like the
-// PyTorch peer (../shared/peers/torch_gpt_bench.py --mode infer), for a same-run comparison,
-// next to the machine's weight-read bound for decode.
+// decode_bench: Tandem's inference path (Gpt::forward_cached over a paged KV cache,
+// head_logits, greedy TokenSampler) on random tokens and random weights, on the CPU or a GPU,
+// shaped like the PyTorch peers (../shared/peers/torch_gpt_bench.py --mode infer on the CPU,
+// bench/gpu/torch_gpu_bench.py --mode decode on a GPU), for a same-run comparison, next to
+// the machine's weight-read bound for decode.
 //
 // usage: decode_bench [--layers 12] [--dim 768] [--heads 12] [--vocab 50257] [--seq 64]
 //                     [--batch 4] [--gen-tokens 32] [--steps 5] [--threads 2] [--seed 0]
 //                     [--only all|prefill|decode]   (decode: skip the prefill measurement,
 //                                                     e.g. under perf)
+//                     [--device cpu|cuda]
 // Measures
 //   prefill:   forward_cached of `batch` prompts of `seq` random tokens (fresh KV cache each
 //              repeat, made outside the timed region), then head_logits of each prompt's last
@@ -21,7 +23,8 @@
 //              median of --steps runs after one warm-up run. The cache is reserved once (a
 //              serving engine reserves it at start-up) and overwritten by every run.
 //   read_gbps: memory read bandwidth (bench/roofline.h read_gbps: sum of a 512 MiB fp32
-//              array with all threads, best of 5).
+//              array with all threads, best of 5); on cuda the device-to-device copy
+//              bandwidth of 1 GiB, bytes read and written counted (bench/bench_device.h).
 //   bound:     every fp32 weight read once per decode step (parameters() * 4 bytes; the tied
 //              embedding is stored once and read once per step by the head), at read_gbps:
 //              bound tokens/s = batch / (weight_bytes / bandwidth). The prefill of p0 tokens
@@ -29,6 +32,7 @@
 //              Also printed: the compute bound of a step, 2 * batch * parameters FLOP at the
 //              FMA peak (bench/roofline.h peak_gflops), which at batch 16 on 2 cores exceeds
 //              the read time, and steady-state decode (batch / mean step time, no prefill).
+//              On cuda no compute bound is measured: the roofline bound is the read bound.
 // It also times the phases of the decode steps (forward_cached = embedding + blocks + final
 // LayerNorm, head_logits, sampler) and prints each next to its own weight-read time.
 // Final machine-readable line:
@@ -43,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_device.h"
 #include "bench/roofline.h"
 #include "runtime/core/backend.h"
 #include "runtime/model/gpt.h"
@@ -70,12 +75,12 @@ struct Phases {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   ModelOptions m;
   m.layers = 12, m.dim = 768, m.heads = 12, m.vocab = 50257, m.seq_len = 64;
   int batch = 4, gen = 32, steps = 5, threads = 2;
   uint64_t seed = 0;
-  std::string only = "all";
+  std::string only = "all", device = "cpu";
   for (int i = 1; i < argc; i += 2) {
     const std::string k = argv[i];
     if (i + 1 >= argc) {
@@ -94,6 +99,7 @@ int main(int argc, char** argv) {
     else if (k == "--threads") threads = v;
     else if (k == "--seed") seed = std::strtoull(argv[i + 1], nullptr, 10);
     else if (k == "--only") only = argv[i + 1];
+    else if (k == "--device") device = argv[i + 1];
     else {
       std::fprintf(stderr, "decode_bench: unknown option %s\n", k.c_str());
       return 2;
@@ -108,7 +114,8 @@ int main(int argc, char** argv) {
   }
   const int p0 = seq - gen;  // the peer's prompt length for decode (final context = seq)
 
-  auto be = make_cpu_backend(threads);
+  auto be = bench::make_bench_backend(device, threads);
+  const bool on_gpu = be->kind() != DeviceKind::CPU;
   auto tp = make_self_communicator("tp");
   Gpt model(*be, m, StageLayout{}, *tp, Recompute::None);
   model.init(seed);
@@ -116,10 +123,10 @@ int main(int argc, char** argv) {
   const int64_t params = model.params().numel();
   const double weight_bytes = 4.0 * static_cast<double>(params);
   const double head_bytes = 4.0 * static_cast<double>(model.local_vocab()) * m.dim;
-  std::printf("tandem decode_bench threads=%d params=%.2fM layers=%d dim=%d heads=%d vocab=%d "
-              "(padded %d) seq=%d batch=%d gen_tokens=%d steps=%d seed=%llu\n",
-              threads, params / 1e6, m.layers, m.dim, m.heads, m.vocab, m.padded_vocab(), seq,
-              batch, gen, steps, static_cast<unsigned long long>(seed));
+  std::printf("tandem decode_bench device=%s threads=%d params=%.2fM layers=%d dim=%d heads=%d "
+              "vocab=%d (padded %d) seq=%d batch=%d gen_tokens=%d steps=%d seed=%llu\n",
+              be->name().c_str(), threads, params / 1e6, m.layers, m.dim, m.heads, m.vocab,
+              m.padded_vocab(), seq, batch, gen, steps, static_cast<unsigned long long>(seed));
 
   // Random prompts, seeded.
   std::mt19937_64 rng(seed + 1);
@@ -188,6 +195,7 @@ int main(int argc, char** argv) {
       for (int s = 0; s < batch; ++s) d.add_sequence({next[s]}, p0 + i, blocks[s], bt, true);
       const auto a = Clock::now();
       Tensor hd = model.forward_cached(d, nullptr, *cache);
+      if (on_gpu) be->synchronize();  // so that the phases below are the device's times
       const auto b1 = Clock::now();
       Tensor ld = model.head_logits(hd);
       be->synchronize();
@@ -225,24 +233,32 @@ int main(int argc, char** argv) {
   const double decode_kv = median(kv_rates);
 
   // ---- the weight-read bound.
-  const double bw = bench::read_gbps(threads);
+  const double bw = on_gpu ? bench::device_copy_gbps(*be) : bench::read_gbps(threads);
   const double step_s = weight_bytes / (bw * 1e9);
   const double bound = batch / step_s;
-  const double peak = bench::peak_gflops(threads);
-  const double flop_s = 2.0 * batch * static_cast<double>(params) / (peak * 1e9);
+  const double peak = on_gpu ? 0.0 : bench::peak_gflops(threads);
+  const double flop_s = on_gpu ? 0.0 : 2.0 * batch * static_cast<double>(params) / (peak * 1e9);
   const double roof = batch / std::max(step_s, flop_s);
   const double n = static_cast<double>(std::max<int64_t>(ph.steps, 1));
   const double fwd_ms = ph.forward / n * 1e3, head_ms = ph.head / n * 1e3,
                sample_ms = ph.sample / n * 1e3;
   const double blocks_bytes = weight_bytes - head_bytes;  // embedding rows read: negligible
-  std::printf("memory read bandwidth (sum of 512 MiB, %d threads, best of 5): %.1f GB/s\n",
-              threads, bw);
+  if (on_gpu)
+    std::printf("device memory bandwidth (copy of 1 GiB, read + write, best of 5): %.1f GB/s\n", bw);
+  else
+    std::printf("memory read bandwidth (sum of 512 MiB, %d threads, best of 5): %.1f GB/s\n",
+                threads, bw);
   std::printf("weights: %.1f MB (%.1f MB tied embedding/head); one read per step: %.2f ms -> "
               "bound %.1f tok/s at batch %d\n",
               weight_bytes / 1e6, head_bytes / 1e6, step_s * 1e3, bound, batch);
-  std::printf("compute: %.1f GFLOP per step at the FMA peak %.1f GFLOP/s: %.2f ms -> roofline "
-              "bound max(read, compute) %.1f tok/s\n",
-              2.0 * batch * params / 1e9, peak, flop_s * 1e3, roof);
+  if (on_gpu)
+    std::printf("compute: %.1f GFLOP per step; no compute peak measured on cuda: roofline bound "
+                "= read bound %.1f tok/s\n",
+                2.0 * batch * params / 1e9, roof);
+  else
+    std::printf("compute: %.1f GFLOP per step at the FMA peak %.1f GFLOP/s: %.2f ms -> roofline "
+                "bound max(read, compute) %.1f tok/s\n",
+                2.0 * batch * params / 1e9, peak, flop_s * 1e3, roof);
   std::printf("decode step phases (mean of %lld steps; weight-read time at %.1f GB/s in brackets):\n",
               static_cast<long long>(ph.steps), bw);
   std::printf("  forward_cached (embed + %d blocks + lnf) %8.3f ms  [%7.3f ms]\n", m.layers,
@@ -268,4 +284,13 @@ int main(int argc, char** argv) {
               prefill, prefill_all, decode_kv, bw, weight_bytes, bound, 100.0 * decode_kv / bound,
               steady, roof);
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "decode_bench: %s\n", e.what());
+    return 1;
+  }
 }

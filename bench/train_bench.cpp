@@ -1,13 +1,24 @@
-// train_bench: Tandem's training step on random tokens, shaped like the PyTorch peer
-// (../shared/peers/torch_gpt_bench.py --mode train), for a same-run speed/memory comparison.
+// train_bench: Tandem's training step on random tokens, shaped like the PyTorch peers
+// (../shared/peers/torch_gpt_bench.py --mode train on the CPU, bench/gpu/torch_gpu_bench.py on
+// a GPU), for a same-run speed/memory comparison.
 //
 // usage: train_bench [--layers 12] [--dim 768] [--heads 12] [--vocab 50257] [--seq 64]
-//                    [--batch 4] [--steps 10] [--threads 2] [--recompute none|selective|full]
-//                    [--microbatches 1]
+//                    [--batch 4] [--steps 10] [--warmup 2] [--threads 2]
+//                    [--recompute none|selective|full] [--microbatches 1]
+//                    [--device cpu|cuda] [--precision fp32|bf16] [--max-seconds 0]
 // Prints one line per step and, last, a machine-readable line:
-//   tokens_per_s=... peak_alloc_mib=... peak_rss_mib=... activation_peak_mib=...
-// tokens/s is the median over steps after 2 warm-up steps (as the peer computes it); the
-// optimizer is AdamW (lr 1e-4, betas .9/.999, no weight decay, no clipping) like the peer's.
+//   tokens_per_s=... step_ms=... peak_alloc_mib=... peak_rss_mib=... activation_peak_mib=...
+//   params=... device=... precision=... timed_steps=...
+// tokens/s is the median over the steps after --warmup warm-up steps (as the peers compute
+// it). --max-seconds S > 0 ends the run early once S seconds have passed since the first
+// step and at least one timed step has run (timed_steps says how many did). A step's time
+// runs from zeroing the gradients to the end of the optimizer step, with the backend
+// synchronised, so on a GPU it is the device's time too. The tokens of a step are drawn on
+// the host before its clock starts and copied to the device inside it. The optimizer is
+// AdamW (lr 1e-4, betas .9/.999, no weight decay, no clipping) like the peers'.
+// peak_alloc_mib is the backend allocator's peak (device memory on cuda).
+// --precision bf16 is refused (exit 3, "refused: --precision ...") until this build trains in
+// bf16 (bench/bench_device.h); bench/gpu/check.sh then runs fp32 and says so.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -18,80 +29,145 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_device.h"
 #include "runtime/core/backend.h"
 #include "runtime/model/gpt.h"
 #include "runtime/train/adamw_optimizer.h"
 
 using namespace tandem;
 
-int main(int argc, char** argv) {
+namespace {
+
+struct Args {
   ModelOptions m;
-  m.layers = 12, m.dim = 768, m.heads = 12, m.vocab = 50257, m.seq_len = 64;
-  int batch = 4, steps = 10, threads = 2, micro = 1;
+  int batch = 4, steps = 10, warmup = 2, threads = 2, micro = 1;
+  double max_seconds = 0;
   Recompute rc = Recompute::None;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i];
-    int v = std::atoi(argv[i + 1]);
-    if (k == "--layers") m.layers = v;
-    else if (k == "--dim") m.dim = v;
-    else if (k == "--heads") m.heads = v;
-    else if (k == "--vocab") m.vocab = v;
-    else if (k == "--seq") m.seq_len = v;
-    else if (k == "--batch") batch = v;
-    else if (k == "--steps") steps = v;
-    else if (k == "--threads") threads = v;
-    else if (k == "--microbatches") micro = v;
-    else if (k == "--recompute") {
-      std::string r = argv[i + 1];
-      rc = r == "full" ? Recompute::Full : r == "selective" ? Recompute::Selective : Recompute::None;
-    } else {
+  std::string device = "cpu", precision = "fp32";
+};
+
+// Returns false (after printing why) on an unknown option or a missing value.
+bool parse(int argc, char** argv, Args& a) {
+  a.m.layers = 12, a.m.dim = 768, a.m.heads = 12, a.m.vocab = 50257, a.m.seq_len = 64;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "train_bench: option %s needs a value\n", k.c_str());
+      return false;
+    }
+    const std::string s = argv[i + 1];
+    const int v = std::atoi(s.c_str());
+    if (k == "--layers") a.m.layers = v;
+    else if (k == "--dim") a.m.dim = v;
+    else if (k == "--heads") a.m.heads = v;
+    else if (k == "--vocab") a.m.vocab = v;
+    else if (k == "--seq") a.m.seq_len = v;
+    else if (k == "--batch") a.batch = v;
+    else if (k == "--steps") a.steps = v;
+    else if (k == "--warmup") a.warmup = v;
+    else if (k == "--threads") a.threads = v;
+    else if (k == "--microbatches") a.micro = v;
+    else if (k == "--max-seconds") a.max_seconds = std::atof(s.c_str());
+    else if (k == "--device") a.device = s;
+    else if (k == "--precision") a.precision = s;
+    else if (k == "--recompute")
+      a.rc = s == "full" ? Recompute::Full : s == "selective" ? Recompute::Selective : Recompute::None;
+    else {
       std::fprintf(stderr, "train_bench: unknown option %s\n", k.c_str());
-      return 2;
+      return false;
     }
   }
-  auto be = make_cpu_backend(threads);
+  if (a.batch < 1 || a.micro < 1 || a.batch % a.micro != 0 || a.warmup < 0 ||
+      a.steps <= a.warmup || a.m.heads < 1 || a.m.dim % a.m.heads != 0) {
+    std::fprintf(stderr, "train_bench: need batch >= 1 divisible by microbatches (%d, %d), "
+                         "steps > warmup >= 0 (%d, %d), dim divisible by heads (%d, %d)\n",
+                 a.batch, a.micro, a.steps, a.warmup, a.m.dim, a.m.heads);
+    return false;
+  }
+  return true;
+}
+
+int run(const Args& a) {
+  const ModelOptions& m = a.m;
+  auto be = bench::make_bench_backend(a.device, a.threads);
   auto tp = make_self_communicator("tp");
-  Gpt model(*be, m, StageLayout{}, *tp, rc);
+  Gpt model(*be, m, StageLayout{}, *tp, a.rc);
   model.init(0);
   ParamStore& ps = model.params();
   AdamWConfig ac;
   ac.beta1 = 0.9f, ac.beta2 = 0.999f, ac.eps = 1e-8f, ac.weight_decay = 0.0f;
   AdamWOptimizer opt(ps, param_ranges(ps, 0, ps.numel()), ac);
-  std::printf("tandem train_bench threads=%d params=%.2fM layers=%d dim=%d heads=%d vocab=%d seq=%d batch=%d recompute=%s\n",
-              threads, ps.numel() / 1e6, m.layers, m.dim, m.heads, m.vocab, m.seq_len, batch,
-              recompute_name(rc));
+  std::printf("tandem train_bench device=%s precision=%s threads=%d params=%.2fM layers=%d "
+              "dim=%d heads=%d vocab=%d (padded %d) seq=%d batch=%d microbatches=%d "
+              "recompute=%s\n",
+              be->name().c_str(), a.precision.c_str(), a.threads, ps.numel() / 1e6, m.layers,
+              m.dim, m.heads, m.vocab, m.padded_vocab(), m.seq_len, a.batch, a.micro,
+              recompute_name(a.rc));
+  std::fflush(stdout);
   std::mt19937_64 rng(1);
-  const int64_t T = m.seq_len, per = batch / micro, ntok = static_cast<int64_t>(batch) * T;
+  const int64_t T = m.seq_len, per = a.batch / a.micro, ntok = static_cast<int64_t>(a.batch) * T;
   std::vector<int32_t> x(ntok), y(ntok);
-  std::vector<double> rates;
+  std::vector<double> rates, times;
   size_t act_peak = 0;
+  be->synchronize();
   const size_t base = be->allocator().stats().current;
-  for (int step = 0; step < steps; ++step) {
+  const auto t_first = std::chrono::steady_clock::now();
+  for (int step = 0; step < a.steps; ++step) {
     for (int64_t i = 0; i < ntok; ++i) x[i] = rng() % m.vocab, y[i] = rng() % m.vocab;
     be->allocator().reset_peak();
     auto t0 = std::chrono::steady_clock::now();
     ps.zero_grads();
     double loss = 0;
-    for (int mb = 0; mb < micro; ++mb) {
-      auto st = model.forward(per, T, x.data() + mb * per * T, nullptr, y.data() + mb * per * T, true,
-                              1.0f / static_cast<float>(ntok));
+    for (int mb = 0; mb < a.micro; ++mb) {
+      auto st = model.forward(per, T, x.data() + mb * per * T, nullptr, y.data() + mb * per * T,
+                              true, 1.0f / static_cast<float>(ntok));
       loss += st->loss_sum;
       model.backward(*st, nullptr);
     }
     opt.step(1e-4f, step + 1, 1.0f);
+    be->synchronize();
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     size_t peak = be->allocator().stats().peak;
     act_peak = std::max(act_peak, peak > base ? peak - base : 0);
-    if (step >= 2) rates.push_back(ntok / dt);
+    const bool warm = step < a.warmup;
+    if (!warm) rates.push_back(ntok / dt), times.push_back(dt);
     std::printf("step %d: loss %.4f time %.1f ms tok/s %.1f%s\n", step, loss / ntok, dt * 1e3,
-                ntok / dt, step < 2 ? " (warm-up)" : "");
+                ntok / dt, warm ? " (warm-up)" : "");
     std::fflush(stdout);
+    const double spent =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_first).count();
+    if (a.max_seconds > 0 && !rates.empty() && spent > a.max_seconds && step + 1 < a.steps) {
+      std::printf("stopped after %zu timed steps: %.1f s spent, --max-seconds %.1f\n",
+                  rates.size(), spent, a.max_seconds);
+      break;
+    }
   }
   std::sort(rates.begin(), rates.end());
+  std::sort(times.begin(), times.end());
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  std::printf("tokens_per_s=%.1f peak_alloc_mib=%.1f peak_rss_mib=%.1f activation_peak_mib=%.1f\n",
-              rates.empty() ? 0.0 : rates[rates.size() / 2],
-              be->allocator().stats().peak / 1048576.0, ru.ru_maxrss / 1024.0, act_peak / 1048576.0);
+  std::printf("tokens_per_s=%.1f step_ms=%.2f peak_alloc_mib=%.1f peak_rss_mib=%.1f "
+              "activation_peak_mib=%.1f params=%lld device=%s precision=%s timed_steps=%zu\n",
+              rates[rates.size() / 2], times[times.size() / 2] * 1e3,
+              be->allocator().stats().peak / 1048576.0, ru.ru_maxrss / 1024.0,
+              act_peak / 1048576.0, static_cast<long long>(ps.numel()), a.device.c_str(),
+              a.precision.c_str(), rates.size());
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  if (!parse(argc, argv, a)) return 2;
+  if (!bench::precision_supported(a.precision)) {
+    std::printf("refused: --precision %s: this build trains in fp32 only\n", a.precision.c_str());
+    return bench::kRefusedExit;
+  }
+  try {
+    return run(a);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_bench: %s\n", e.what());
+    return 1;
+  }
 }

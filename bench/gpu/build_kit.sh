@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # bench/gpu/build_kit.sh — builds Tandem with CUDA for sm_90 (H100/H200) and gathers what the
 # GPU checks need into one self-contained folder (default out/gpukit, git-ignored, at most
-# 64 MiB) that the device tool carries to a bare GPU machine: the binaries, every shared library
-# they load except glibc's and the big NVIDIA ones (cuBLAS, cuBLASLt, cuDNN, NCCL, the driver;
-# check.sh finds those on the GPU machine at run time), a relocatable Open MPI (orterun, its
-# plugins, help and config files, PMIx), the quickstart config and data, and check.sh.
+# 64 MiB) that the device tool carries to a bare GPU machine: the binaries (tandem, the two
+# test programs, train_bench and decode_bench), check.sh's parts and the performance parts'
+# Python (scripts/), every shared library they load except glibc's and the big NVIDIA ones
+# (cuBLAS, cuBLASLt, cuDNN, NCCL, the driver; check.sh finds those on the GPU machine at run
+# time), a relocatable Open MPI (orterun, its plugins, help and config files, PMIx), the
+# quickstart config and data, and check.sh.
 #
 # usage: bench/gpu/build_kit.sh [--gather-only] [KIT_DIR]
 #   BUILD_DIR   build folder (default build-gpukit; configured here, never build/)
@@ -19,7 +21,9 @@ KIT=${1:-out/gpukit}
 BUILD=${BUILD_DIR:-build-gpukit}
 JOBS=${JOBS:-2}
 LIMIT_MIB=64
-TARGETS=(tandem test_kernels test_parallel_mpi)
+TARGETS=(tandem test_kernels test_parallel_mpi train_bench decode_bench)
+# HOOK(gpu-comm): built and packed when the build knows the target (branch gpu-comm).
+OPTIONAL_TARGETS=(comm_overlap_bench)
 case "$BUILD" in build|build-avx2|./build|./build-avx2|build/|build-avx2/) echo "refusing to use $BUILD" >&2; exit 2;; esac
 case "$(realpath -m "$KIT")" in /|"$SRC"|"$SRC"/bench*|"$HOME") echo "refusing kit folder $KIT" >&2; exit 2;; esac
 
@@ -32,9 +36,14 @@ if [ $GATHER_ONLY = 0 ]; then
     || { tail -30 "$BUILD/kit-configure.log"; exit 1; }
   grep -q "Tandem CUDA backend: ON" "$BUILD/kit-configure.log" \
     || { echo "CUDA backend is not ON in $BUILD" >&2; exit 1; }
+  KNOWN=$(ninja -C "$BUILD" -t targets all 2>/dev/null | sed -n 's/^\([A-Za-z0-9_]*\): .*/\1/p')
+  for t in "${OPTIONAL_TARGETS[@]}"; do
+    if grep -qx "$t" <<< "$KNOWN"; then TARGETS+=("$t"); fi
+  done
   nice -n 10 cmake --build "$BUILD" -j "$JOBS" --target "${TARGETS[@]}"
 fi
-BINS=("$BUILD/tandem" "$BUILD/tests/test_kernels" "$BUILD/tests/test_parallel_mpi")
+BINS=("$BUILD/tandem" "$BUILD/tests/test_kernels" "$BUILD/tests/test_parallel_mpi"
+      "$BUILD/bench/train_bench" "$BUILD/bench/decode_bench")
 for b in "${BINS[@]}"; do [ -x "$b" ] || { echo "missing $b (build first)" >&2; exit 1; }; done
 
 # ---------------------------------------------------------------- gather
@@ -45,6 +54,17 @@ STAGE=$BUILD/kit-stage
 rm -rf "$STAGE" "$KIT"
 mkdir -p "$KIT" "$STAGE"/{bin,lib,data/brown,data/gpt2,configs,ompi/bin,ompi/lib/openmpi3,ompi/etc,ompi/share,pmix/lib/pmix}
 cp "${BINS[@]}" "$STAGE/bin/"
+for t in "${OPTIONAL_TARGETS[@]}"; do
+  for f in "$BUILD/bench/$t" "$BUILD/$t"; do
+    if [ -x "$f" ]; then cp "$f" "$STAGE/bin/"; echo "packed optional $t"; break; fi
+  done
+done
+# The parts of check.sh (sourced from scripts/) and the performance parts' Python; the
+# HOOK(gpu-bf16) script when the branch that adds it is merged.
+mkdir -p "$STAGE/scripts"
+cp bench/gpu/check_correctness.sh bench/gpu/check_perf.sh bench/gpu/perf_report.py \
+   bench/gpu/torch_gpu_bench.py "$STAGE/scripts/"
+if [ -f bench/gpu/bf16_track.sh ]; then cp bench/gpu/bf16_track.sh "$STAGE/scripts/"; fi
 
 # Open MPI (Debian's 4.1, external PMIx): orterun is mpirun; plugins load from OPAL_PKGLIBDIR.
 # Left out: the plugins of network fabrics a one-node run never uses (UCX, OFI, verbs, PSM)
