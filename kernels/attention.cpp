@@ -17,6 +17,8 @@ Dims attention_dims(const Tensor& qkv, int64_t heads) {
 }
 }  // namespace
 
+bool attention_backward_reads_probs(DeviceKind device) { return device == DeviceKind::CPU; }
+
 void attention_forward(Backend& be, Tensor& out, Tensor& lse, Tensor* probs, const Tensor& qkv,
                        int64_t heads) {
   check_device(be, qkv, "attention qkv");

@@ -9,6 +9,9 @@
 //   probs[B, H, T, T]  optional saved probabilities (row i holds columns 0..i, rest 0); when
 //                      null, backward recomputes them from qkv and lse (selective recompute)
 //   backward: dqkv = d(out)/d(qkv) . dout  (overwrites dqkv)
+// attention_backward_reads_probs(device): whether that device's backward uses saved probs when
+// given (CPU: yes, it skips the recompute; CUDA: no, it always recomputes P tile by tile, which
+// costs less than reading T x T values). Callers save the probabilities only where it is true.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +20,7 @@
 
 namespace tandem::kernels {
 
+bool attention_backward_reads_probs(DeviceKind device);
 void attention_forward(Backend& be, Tensor& out, Tensor& lse, Tensor* probs, const Tensor& qkv,
                        int64_t heads);
 void attention_backward(Backend& be, Tensor& dqkv, const Tensor& dout, const Tensor& qkv,

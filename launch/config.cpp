@@ -135,6 +135,8 @@ const std::vector<KeySpec>& schema() {
       {.path = "parallel.bucket_mb", .field = TANDEM_FIELD(parallel.bucket_mb), .range = at_least(1)},
       {.path = "parallel.timeout_s", .field = TANDEM_FIELD(parallel.timeout_s),
        .range = above(0)},
+      {.path = "parallel.device_comm", .field = TANDEM_FIELD(parallel.device_comm),
+       .choices = {"auto", "nccl", "staged"}},
 
       {.path = "sample.prompt", .field = TANDEM_FIELD(sample.prompt)},
       {.path = "sample.count", .field = TANDEM_FIELD(sample.count), .range = at_least(0)},

@@ -23,10 +23,11 @@ int default_threads(int local_size) {
   return std::max(1, hw / local_size);
 }
 
-BackendOptions bo_for_rank(BackendOptions bo, const MpiEnv& env) {
+BackendOptions bo_for_rank(BackendOptions bo, const MpiEnv& env, bool share_gpus) {
   if (bo.device == "auto") bo.device = cuda_available() ? "cuda" : "cpu";
   if (bo.device == "cuda")
-    bo.device_index = local_device_for(env.local_rank(), env.local_size(), cuda_device_count());
+    bo.device_index =
+        local_device_for(env.local_rank(), env.local_size(), cuda_device_count(), share_gpus);
   return bo;
 }
 
@@ -50,11 +51,12 @@ bool config_ok_everywhere(const std::function<void()>& check, int rank) {
   return false;
 }
 
-std::unique_ptr<Backend> make_rank_backend(const std::string& device, int threads, const MpiEnv& env) {
+std::unique_ptr<Backend> make_rank_backend(const std::string& device, int threads, const MpiEnv& env,
+                                           const std::string& device_comm) {
   BackendOptions bo;
   bo.device = device;
   bo.threads = threads == 0 ? default_threads(env.local_size()) : threads;
-  return make_backend(bo_for_rank(bo, env));
+  return make_backend(bo_for_rank(bo, env, device_comm != "nccl"));
 }
 
 }  // namespace tandem

@@ -15,10 +15,13 @@ namespace tandem {
 // (mpirun binds to one core by default for small jobs), else this node's cores / its ranks.
 int default_threads(int local_size);
 // Binds this rank to a GPU by its node-local rank (works under mpirun and srun alike);
-// "auto" becomes "cuda" when a GPU is visible, else "cpu".
-BackendOptions bo_for_rank(BackendOptions bo, const MpiEnv& env);
-// The backend of this rank for train.device and train.threads (0: default_threads).
-std::unique_ptr<Backend> make_rank_backend(const std::string& device, int threads, const MpiEnv& env);
+// "auto" becomes "cuda" when a GPU is visible, else "cpu". `share_gpus`: more ranks than GPUs
+// go round robin (parallel/device_binding.h), for parallel.device_comm auto or staged.
+BackendOptions bo_for_rank(BackendOptions bo, const MpiEnv& env, bool share_gpus);
+// The backend of this rank for train.device, train.threads (0: default_threads) and
+// parallel.device_comm (GPUs are shared round robin unless it is nccl).
+std::unique_ptr<Backend> make_rank_backend(const std::string& device, int threads, const MpiEnv& env,
+                                           const std::string& device_comm);
 // Every rank validates on its own; then one collective agrees on the outcome, so a rank
 // whose config failed never leaves the others waiting in a later collective.
 bool all_ranks_ok(bool ok);

@@ -42,12 +42,12 @@ int run_command(MpiEnv& env, int argc, char** argv) {
   if (!config_ok_everywhere(check, env.rank())) return 2;
   if (cfg.serve.mode == "dedicated") return run_dedicated(env, cfg, args);
 
-  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env);
+  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env, cfg.parallel.device_comm);
   spdlog::info("tandem run {} | ranks {} | backend {} | serve.mode {}", args.config, env.world_size(),
                backend->name(), cfg.serve.mode);
   spdlog::info("config:\n{}", describe_config(cfg));
   const ParallelOptions& p = cfg.parallel;
-  Mesh mesh(env.world(), p.dp, p.tp, p.pp, p.order, backend->kind(), p.timeout_s, backend->cuda());
+  Mesh mesh(env.world(), p, *backend);
   Trainer trainer(*backend, trainer_options(cfg, args), mesh);
 
   // The serving copy: the same layout as the trainer's replica, refreshed at safe points.

@@ -42,7 +42,7 @@ struct CommGuard {
 
 int train_side(MpiEnv& env, const RunConfig& cfg, const CommandArgs& args, Backend& backend, MPI_Comm part) {
   const ParallelOptions& p = cfg.parallel;
-  Mesh mesh(part, p.dp, p.tp, p.pp, p.order, backend.kind(), p.timeout_s, backend.cuda());
+  Mesh mesh(part, p, backend);
   Trainer trainer(backend, trainer_options(cfg, args), mesh);
   const bool sender = mesh.dp_rank() == 0;
   serve::WeightSync sync(env.world(), sender ? serve::SyncRole::Sender : serve::SyncRole::Idle,
@@ -79,7 +79,7 @@ int train_side(MpiEnv& env, const RunConfig& cfg, const CommandArgs& args, Backe
 int serve_side(MpiEnv& env, const RunConfig& full, const CommandArgs& args, Backend& backend, MPI_Comm part) {
   const RunConfig cfg = serving_config(full);
   const ParallelOptions& p = cfg.parallel;
-  Mesh mesh(part, p.dp, p.tp, p.pp, p.order, backend.kind(), p.timeout_s, backend.cuda());
+  Mesh mesh(part, p, backend);
   ModelReplica serving(backend, mesh, cfg.model, p, 1, /*inference_only=*/true);
   const ServeOptions& so = cfg.serve;
   serve::ReplicaExecutor exec(serving, so.kv_blocks, so.kv_block_tokens, p.timeout_s);
@@ -121,7 +121,7 @@ int serve_side(MpiEnv& env, const RunConfig& full, const CommandArgs& args, Back
 int run_dedicated(MpiEnv& env, const RunConfig& cfg, const CommandArgs& args) {
   const int trainers = env.world_size() - cfg.serve.ranks;
   const bool trains = env.rank() < trainers;
-  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env);
+  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env, cfg.parallel.device_comm);
   if (env.rank() == 0)
     spdlog::info("tandem run {} | ranks {} | backend {} | serve.mode dedicated: ranks 0-{} train, {}-{} serve "
                  "(tp {} x pp {} per replica), weights every {} steps",

@@ -60,9 +60,9 @@ int serve_command(MpiEnv& env, int argc, char** argv) {
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
 
-  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env);
+  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env, cfg.parallel.device_comm);
   const ParallelOptions& p = cfg.parallel;
-  Mesh mesh(env.world(), p.dp, p.tp, p.pp, p.order, backend->kind(), p.timeout_s, backend->cuda());
+  Mesh mesh(env.world(), p, *backend);
   ModelReplica replica(*backend, mesh, cfg.model, p, 1, /*inference_only=*/true);
   std::vector<CheckpointChunk> chunks;
   for (int c = 0; c < replica.num_chunks(); ++c) chunks.push_back({&replica.chunk(c), nullptr});

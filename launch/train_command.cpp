@@ -83,11 +83,11 @@ int run_train(MpiEnv& env, int argc, char** argv) {
   };
   if (!config_ok_everywhere(check, env.rank())) return 2;
 
-  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env);
+  auto backend = make_rank_backend(cfg.train.device, cfg.train.threads, env, cfg.parallel.device_comm);
   spdlog::info("tandem train {} | ranks {} | backend {}", args.config, env.world_size(), backend->name());
   spdlog::info("config:\n{}", describe_config(cfg));
   const ParallelOptions& p = cfg.parallel;
-  Mesh mesh(env.world(), p.dp, p.tp, p.pp, p.order, backend->kind(), p.timeout_s, backend->cuda());
+  Mesh mesh(env.world(), p, *backend);
   Trainer trainer(*backend, trainer_options(cfg, args), mesh);
   trainer.run();
   return 0;

@@ -6,10 +6,15 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
 #include "parallel/mpi_communicator.h"
+#include "parallel/staged_communicator.h"
+#include "runtime/core/backend.h"
 #include "runtime/core/error.h"
 #ifdef TANDEM_HAVE_CUDA
 #include "parallel/cuda/nccl_communicator.h"
+#include "runtime/core/cuda/cuda_context.h"
 #endif
 
 namespace tandem {
@@ -62,20 +67,37 @@ void Mesh::validate(int dp, int tp, int pp, const std::string& order, int world_
         tp, pp, product, world_size));
 }
 
+Mesh::Mesh(MPI_Comm world, const ParallelOptions& p, Backend& backend)
+    : Mesh(world, p.dp, p.tp, p.pp, p.order, backend.kind(), p.timeout_s, &backend,
+           parse_device_comm(p.device_comm)) {}
+
 Mesh::Mesh(MPI_Comm world, int dp, int tp, int pp, const std::string& order, DeviceKind device,
-           double timeout_s, CudaContext* cuda)
-    : order_str_(order), world_comm_(world), device_(device), timeout_s_(timeout_s), cuda_(cuda) {
+           double timeout_s, Backend* backend, DeviceComm device_comm)
+    : order_str_(order), world_comm_(world), device_(device), timeout_s_(timeout_s),
+      backend_(backend) {
   int world_size = 0;
   TANDEM_MPI_CHECK(MPI_Comm_size(world, &world_size));
   TANDEM_MPI_CHECK(MPI_Comm_rank(world, &world_rank_));
   validate(dp, tp, pp, order, world_size);  // identical on every rank, before any collective
+  TANDEM_CHECK(backend == nullptr || backend->kind() == device,
+               "Mesh for {} tensors was given the backend {}", device_name(device),
+               backend->name());
+  DeviceComm resolved = device_comm;
   if (device == DeviceKind::CUDA) {
 #ifdef TANDEM_HAVE_CUDA
-    TANDEM_CHECK(cuda != nullptr, "Mesh on CUDA needs the backend's CudaContext (got nullptr)");
+    TANDEM_CHECK(backend != nullptr && backend->cuda() != nullptr,
+                 "Mesh on CUDA needs the CUDA backend (got none)");
+    resolved = resolve_device_comm(world, device_comm, gpu_key(backend->cuda()->device));
 #else
     throw Error("Mesh: device cuda requested, but this build has no CUDA (TANDEM_CUDA=OFF)");
 #endif
   }
+  group_comm_ = group_comm_for(device, resolved);
+  TANDEM_CHECK(group_comm_ == GroupComm::Mpi || backend != nullptr,
+               "Mesh with {} groups needs the backend (got none)", group_comm_name(group_comm_));
+  if (group_comm_ != GroupComm::Mpi)
+    spdlog::info("mesh groups move {} tensors with the {} communicator (parallel.device_comm {})",
+                 device_name(device), group_comm_name(group_comm_), device_comm_name(device_comm));
   size_ = {dp, tp, pp};
   order_ = parse_order(order);
   int stride = 1;
@@ -145,12 +167,15 @@ std::unique_ptr<Communicator> Mesh::split(MPI_Comm world, int color, int key,
   if (comm == MPI_COMM_NULL) return nullptr;
   std::unique_ptr<Communicator> out;
   try {
+    switch (group_comm_) {
+      case GroupComm::Mpi: out = make_mpi_communicator(comm, name, timeout_s_); break;
+      case GroupComm::Staged: out = make_staged_communicator(comm, name, timeout_s_, *backend_); break;
+      case GroupComm::Nccl:
 #ifdef TANDEM_HAVE_CUDA
-    if (device_ == DeviceKind::CUDA)
-      out = make_nccl_communicator(comm, name, timeout_s_, *cuda_);
-    else
+        out = make_nccl_communicator(comm, name, timeout_s_, *backend_->cuda());
 #endif
-      out = make_mpi_communicator(comm, name, timeout_s_);
+        break;
+    }
   } catch (...) {
     MPI_Comm_free(&comm);
     throw;

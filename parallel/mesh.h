@@ -1,7 +1,8 @@
 // Mesh: the world's ranks laid out on a dp x tp x pp grid, with one Communicator per Group.
 //
 // Contract:
-//   Mesh(world, dp, tp, pp, order, device, timeout_s, cuda) is collective over `world`.
+//   Mesh(world, dp, tp, pp, order, device, timeout_s, backend, device_comm) is collective
+//   over `world`.
 //   Before any collective, every rank validates the layout identically and throws ConfigError
 //   naming the keys: sizes < 1, an `order` that is not a permutation of "dp", "tp", "pp" joined
 //   by '-', or dp * tp * pp != the world size.
@@ -12,9 +13,15 @@
 //     pp()    same (dp, tp), pp = 0..PP-1      world()  every rank, in world order
 //     embedding()  {pp 0, pp PP-1} with this rank's (dp, tp): sums the tied embedding gradient
 //                  between the first and last stage; nullptr when PP == 1 or on a middle stage.
-//   Each group's Communicator is MPI for DeviceKind::CPU and NCCL for DeviceKind::CUDA (the
-//   latter needs `cuda` and a CUDA build). Groups of size 1 are ordinary communicators, so
-//   callers never special-case them. Group names ("tp[dp1,pp0]") appear in watchdog errors.
+//   Each group's Communicator follows group_comm() (parallel/device_comm.h): MPI for a CPU
+//   backend; for a CUDA backend NCCL, or the staged communicator (host copies + MPI,
+//   parallel/staged_communicator.h) when `device_comm` says staged, or says auto and two ranks
+//   share a GPU. CUDA and staged meshes need `backend` (and a CUDA build for CUDA). On CUDA the
+//   choice is made first, collectively (resolve_device_comm), so all ranks agree on it.
+//   Groups of size 1 are ordinary communicators, so callers never special-case them. Group
+//   names ("tp[dp1,pp0]") appear in watchdog errors.
+//   Mesh(world, parallel, backend): the same from ParallelOptions (dp, tp, pp, order,
+//   timeout_s, device_comm) and the backend's kind.
 #pragma once
 
 #include <mpi.h>
@@ -25,10 +32,12 @@
 #include <vector>
 
 #include "parallel/communicator.h"
+#include "parallel/device_comm.h"
+#include "parallel/parallel_options.h"
 
 namespace tandem {
 
-struct CudaContext;
+class Backend;
 
 enum class Axis { DP = 0, TP = 1, PP = 2 };
 const char* axis_name(Axis a);
@@ -36,7 +45,8 @@ const char* axis_name(Axis a);
 class Mesh {
  public:
   Mesh(MPI_Comm world, int dp, int tp, int pp, const std::string& order, DeviceKind device,
-       double timeout_s, CudaContext* cuda = nullptr);
+       double timeout_s, Backend* backend = nullptr, DeviceComm device_comm = DeviceComm::Auto);
+  Mesh(MPI_Comm world, const ParallelOptions& parallel, Backend& backend);
   ~Mesh();
   Mesh(const Mesh&) = delete;
   Mesh& operator=(const Mesh&) = delete;
@@ -54,6 +64,8 @@ class Mesh {
   bool first_stage() const { return pp_rank() == 0; }
   bool last_stage() const { return pp_rank() == pp_size() - 1; }
   const std::string& order() const { return order_str_; }
+  // The kind of communicator every group of this mesh uses.
+  GroupComm group_comm() const { return group_comm_; }
 
   // World rank of the given coordinates (each checked against its size).
   int rank_of(int dp, int tp, int pp) const;
@@ -93,7 +105,8 @@ class Mesh {
   MPI_Comm world_comm_;
   DeviceKind device_;
   double timeout_s_;
-  CudaContext* cuda_;
+  Backend* backend_;
+  GroupComm group_comm_ = GroupComm::Mpi;
   std::unique_ptr<Communicator> world_, tp_, dp_, pp_, embedding_;
 };
 

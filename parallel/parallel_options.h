@@ -23,6 +23,8 @@ struct ParallelOptions {
   int chunks = 1;                  // model chunks (virtual stages) per pipeline rank; > 1 needs interleaved
   int bucket_mb = 16;              // data-parallel gradient bucket size in MiB
   double timeout_s = 300.0;        // watchdog for blocking collectives
+  std::string device_comm = "auto";  // auto | nccl | staged: how groups move device tensors
+                                     // (parallel/device_comm.h)
 };
 
 inline const char* recompute_name(Recompute r) {

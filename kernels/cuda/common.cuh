@@ -5,8 +5,11 @@
 // fmt is seen: fmt 9 turns constexpr off under __NVCC__, which then breaks its consteval
 // format strings in C++20 (the same value the host compiler uses, so no ODR mismatch).
 // Every kernel runs on ctx.stream; every launch is followed by TANDEM_LAUNCH_CHECK(name).
-// Scratch uses ctx.workspace (stream-ordered: only work queued on ctx.stream touches it, one
-// op at a time) and falls back to cudaMallocAsync when an op needs more.
+// Scratch takes its bytes from ctx.allocator, the backend's counting device allocator (so
+// peak_bytes sees them), and returns them when it goes out of scope on the host, which may be
+// before the op's kernels ran: the block can be handed out again at once because every later
+// user is queued behind those kernels on ctx.stream (the stream-ordered reuse rule of
+// runtime/core/caching_allocator.h). A Scratch must not be used by work on another stream.
 #pragma once
 
 #ifndef FMT_USE_CONSTEXPR
@@ -18,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "runtime/core/allocator.h"
 #include "runtime/core/cuda/cuda_context.h"
 #include "runtime/core/error.h"
 
@@ -81,28 +85,23 @@ __device__ inline float block_max(float v, float* shared) {
   return warp_max(r);
 }
 
-// Stream-ordered scratch for the duration of one op.
+// Stream-ordered scratch for the duration of one op, from the backend's device allocator.
 class Scratch {
  public:
-  Scratch(CudaContext& ctx, size_t bytes) : ctx_(ctx) {
-    if (bytes <= ctx.workspace_bytes && ctx.workspace != nullptr) {
-      ptr_ = ctx.workspace;
-    } else {
-      TANDEM_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, ctx.stream));
-      owned_ = true;
-    }
+  Scratch(CudaContext& ctx, size_t bytes) : alloc_(ctx.allocator), bytes_(bytes) {
+    TANDEM_CHECK(alloc_ != nullptr, "cuda:{}: kernel scratch of {} bytes needs the backend's "
+                 "device allocator (CudaContext::allocator is null)", ctx.device, bytes);
+    ptr_ = alloc_->allocate(bytes);
   }
-  ~Scratch() {
-    if (owned_) (void)cudaFreeAsync(ptr_, ctx_.stream);
-  }
+  ~Scratch() { alloc_->deallocate(ptr_, bytes_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   template <class T> T* as() const { return static_cast<T*>(ptr_); }
 
  private:
-  CudaContext& ctx_;
+  Allocator* alloc_;
+  size_t bytes_;
   void* ptr_ = nullptr;
-  bool owned_ = false;
 };
 
 }  // namespace tandem::kernels::cuda_detail

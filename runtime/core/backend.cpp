@@ -6,6 +6,8 @@
 #include <cstring>
 #include <thread>
 
+#include "runtime/core/caching_allocator.h"
+
 extern "C" void openblas_set_num_threads(int);
 
 namespace tandem {
@@ -59,7 +61,7 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
  private:
-  CachingHostAllocator alloc_;
+  CachingHostAllocator alloc_{AlignedHostMemory{}, default_host_cache_limit()};
 };
 
 }  // namespace

@@ -118,7 +118,8 @@ Tensor Gpt::embed(const Tensor& ids, const Tensor& pos) {
 }
 
 int64_t Gpt::activation_bytes(int64_t b, int64_t T) const {
-  int64_t per_token = TransformerBlock::saved_floats_per_token(opt_, tp_.size(), T, recompute_) *
+  int64_t per_token = TransformerBlock::saved_floats_per_token(opt_, tp_.size(), T, recompute_,
+                                                               be_.kind()) *
                       static_cast<int64_t>(blocks_.size());
   if (stage_.has_head) per_token += 2 * opt_.dim + 2;  // lnf input gradient and stats
   return per_token * b * T * 4;

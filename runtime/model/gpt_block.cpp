@@ -89,11 +89,14 @@ void TransformerBlock::bind() {
 }
 
 int64_t TransformerBlock::saved_floats_per_token(const ModelOptions& opt, int tp, int64_t T,
-                                                 Recompute mode) {
+                                                 Recompute mode, DeviceKind device) {
   const int64_t C = opt.dim, Cl = C / tp, Hl = opt.heads / tp;
   if (mode == Recompute::Full) return C;
   int64_t f = 4 * C + 3 * Cl + Cl + Hl + 4 + 4 * Cl;  // x ln1 x1 ln2, qkv, att, lse, stats, fc
-  if (mode == Recompute::None) f += Hl * T + 4 * Cl;   // probs, gelu output
+  if (mode == Recompute::None) {
+    f += 4 * Cl;                                                  // gelu output
+    if (k::attention_backward_reads_probs(device)) f += Hl * T;  // probabilities
+  }
   return f;
 }
 
@@ -148,7 +151,7 @@ Tensor TransformerBlock::forward(const Tensor& x, int64_t b, int64_t T, Recomput
   BlockSaved scratch;
   BlockSaved& s = saved ? *saved : scratch;
   const bool keep_all = saved && mode == Recompute::None;
-  forward_into(x, b, T, keep_all, keep_all, s, x2);
+  forward_into(x, b, T, keep_all && k::attention_backward_reads_probs(be_.kind()), keep_all, s, x2);
   if (saved && mode == Recompute::Full) {
     Tensor input = s.x;
     s = BlockSaved{};
@@ -198,7 +201,8 @@ Tensor TransformerBlock::backward(const Tensor& dout, int64_t b, int64_t T, Bloc
       saved.x_host = Tensor();
     }
     Tensor none;
-    forward_into(saved.x, b, T, /*keep_probs=*/true, /*keep_gelu=*/true, saved, none);
+    forward_into(saved.x, b, T, k::attention_backward_reads_probs(be_.kind()), /*keep_gelu=*/true,
+                 saved, none);
   }
   BlockSaved& s = saved;
   Tensor dx = dout;  // consumed in place: becomes d(x1), then d(x)

@@ -5,10 +5,14 @@
 //
 // Contract: forward() fills a BlockSaved according to the recompute mode and returns x2;
 // backward() takes d(x2) and returns d(x), ACCUMULATING parameter gradients (+=).
-//   none:      saves every intermediate, including attention probabilities [b, H, T, T]
+//   none:      saves every intermediate the backend's backward reads: the attention
+//              probabilities [b, H, T, T] only where the attention backward reads them
+//              (kernels::attention_backward_reads_probs: the CPU, not CUDA, whose backward
+//              rebuilds them from q, k and the log-sum-exp in any case)
 //   selective: drops the probabilities (rebuilt from q, k and the saved log-sum-exp) and the
 //              GELU output (recomputed from its saved input); everything else is kept
-//   full:      keeps only the block input; backward re-runs the forward first
+//   full:      keeps only the block input; backward re-runs the forward first (saving, for
+//              that backward, what `none` saves)
 // Tensor parallelism follows Megatron: column-parallel qkv/fc (identity forward, all-reduce
 // of the input gradient), row-parallel proj/fc_proj (all-reduce of the output, bias added
 // after). With a tp group of one these reductions are no-ops.
@@ -53,8 +57,9 @@ class TransformerBlock {
   // Releases `saved`.
   Tensor backward(const Tensor& dout, int64_t b, int64_t T, BlockSaved& saved);
 
-  // Activation bytes kept per token by forward() for a recompute mode (for memory reports).
-  static int64_t saved_floats_per_token(const ModelOptions& opt, int tp, int64_t T, Recompute mode);
+  // Floats kept per token by forward() for a recompute mode on `device` (for memory reports).
+  static int64_t saved_floats_per_token(const ModelOptions& opt, int tp, int64_t T, Recompute mode,
+                                        DeviceKind device);
 
  private:
   struct W {

@@ -151,6 +151,28 @@ TEST_F(CudaParity, AllocatorStats) {
   EXPECT_EQ(h.stats().current, h0);
 }
 
+// Kernel scratch comes from the backend's counting allocator: attention backward's Delta
+// (B*T*H floats) is the only allocation of the op, so it shows as exactly that much peak.
+TEST_F(CudaParity, KernelScratchIsCounted) {
+  const int64_t B = 2, T = 96, H = 3, D = 16;
+  Tensor qkv = to_gpu(rand({B, T, 3 * H * D})), dout = to_gpu(rand({B, T, H * D}));
+  Tensor out = gpu().empty({B, T, H * D}), lse = gpu().empty({B, H, T});
+  attention_forward(gpu(), out, lse, nullptr, qkv, H);
+  Tensor dqkv = gpu().empty({B, T, 3 * H * D});
+  Allocator& a = gpu().allocator();
+  gpu().synchronize();
+  a.reset_peak();
+  const size_t before = a.stats().current;
+  attention_backward(gpu(), dqkv, dout, qkv, out, lse, nullptr, H);
+  gpu().synchronize();
+  EXPECT_EQ(a.stats().current, before) << "the scratch was returned";
+  EXPECT_EQ(a.stats().peak - before, static_cast<size_t>(B * T * H) * sizeof(float));
+  // Many ops' scratch reuses one cached block: nothing new is reserved by a second call.
+  const size_t reserved = a.stats().reserved;
+  attention_backward(gpu(), dqkv, dout, qkv, out, lse, nullptr, H);
+  EXPECT_EQ(a.stats().reserved, reserved);
+}
+
 // ------------------------------------------------------------------ matmul / linear
 
 TEST_F(CudaParity, Matmul) {

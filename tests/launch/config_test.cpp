@@ -191,6 +191,7 @@ TEST(Config, OutOfRangeValuesNameKeyLineValueAndRange) {
       {"parallel.chunks", "0", "an integer >= 1"},
       {"parallel.bucket_mb", "0", "an integer >= 1"},
       {"parallel.timeout_s", "0", "a number > 0"},
+      {"parallel.device_comm", "gloo", "one of auto|nccl|staged"},
       {"sample.prompt", "\"\"", "a non-empty string"},
       {"sample.count", "-1", "an integer >= 0"},
       {"sample.tokens", "0", "an integer >= 1"},
@@ -278,6 +279,7 @@ parallel:
   chunks: 1
   bucket_mb: 32
   timeout_s: 12.5
+  device_comm: staged
 sample:
   prompt: "Hello: \"world\""
   count: 0
@@ -348,6 +350,7 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.parallel.chunks, 1);
   EXPECT_EQ(c.parallel.bucket_mb, 32);
   EXPECT_DOUBLE_EQ(c.parallel.timeout_s, 12.5);
+  EXPECT_EQ(c.parallel.device_comm, "staged");
   EXPECT_EQ(c.sample.prompt, "Hello: \"world\"");
   EXPECT_EQ(c.sample.count, 0);
   EXPECT_EQ(c.sample.tokens, 5);
@@ -509,6 +512,21 @@ TEST(Config, NestedKeyDefaults) {
   EXPECT_EQ(std::find(keys.begin(), keys.end(), "train.checkpoint"), keys.end());
   std::string d = describe_config(c);
   EXPECT_HAS(d, " stop_after=0 checkpoint.dir=\"\" checkpoint.every=0 checkpoint.keep_last=2");
+}
+
+TEST(Config, DeviceCommDefaultsToAutoAndTakesAnOverride) {
+  RunConfig c = config_from_yaml_string("", {});
+  EXPECT_EQ(c.parallel.device_comm, "auto");
+  c = config_from_yaml_string("parallel:\n  device_comm: nccl\n", {"parallel.device_comm=staged"});
+  EXPECT_EQ(c.parallel.device_comm, "staged");
+  EXPECT_EQ(c.origins.at("parallel.device_comm"), "--set parallel.device_comm=staged");
+  try {
+    config_from_yaml_string("parallel:\n  tp: 1\n  device_comm: shared\n", {}, "x.yaml");
+    FAIL() << "device_comm 'shared' was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_HAS(std::string(e.what()), "x.yaml:3: parallel.device_comm");
+    EXPECT_HAS(std::string(e.what()), "auto|nccl|staged");
+  }
 }
 
 TEST(Config, CheckpointDirMayBeEmpty) {

@@ -71,13 +71,53 @@ TEST(DeviceBinding, OneDevicePerLocalRank) {
   EXPECT_THROW(local_device_for(0, 2, 0), ConfigError);
   EXPECT_THROW(local_device_for(2, 2, 2), Error);
   try {
-    local_device_for(5, 8, 4);
+    local_device_for(5, 8, 4);  // parallel.device_comm nccl: no sharing
     FAIL();
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("8 ranks run on this node but only 4 CUDA devices"),
               std::string::npos)
         << e.what();
+    EXPECT_NE(std::string(e.what()).find("parallel.device_comm: staged"), std::string::npos)
+        << e.what();
   }
+  // auto or staged: round robin, the ranks on one GPU then move device tensors staged.
+  EXPECT_EQ(local_device_for(5, 8, 4, true), 1);
+  EXPECT_EQ(local_device_for(6, 8, 4, true), 2);
+  EXPECT_EQ(local_device_for(3, 8, 8, true), 3);
+  EXPECT_EQ(local_device_for(5, 8, 1, true), 0);
+}
+
+TEST(DeviceComm, ParseNamesTheKey) {
+  EXPECT_EQ(parse_device_comm("auto"), DeviceComm::Auto);
+  EXPECT_EQ(parse_device_comm("nccl"), DeviceComm::Nccl);
+  EXPECT_EQ(parse_device_comm("staged"), DeviceComm::Staged);
+  try {
+    parse_device_comm("gloo");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("parallel.device_comm = 'gloo'"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(DeviceComm, FirstSharedGpuAndGroupKinds) {
+  EXPECT_FALSE(first_shared_gpu({"a|01", "a|02", "b|01"}).has_value());
+  EXPECT_EQ(first_shared_gpu({"a|01", "a|02", "a|03", "a|02", "a|01"}), std::make_pair(1, 3));
+  EXPECT_FALSE(first_shared_gpu({}).has_value());
+  EXPECT_EQ(group_comm_for(DeviceKind::CPU, DeviceComm::Auto), GroupComm::Mpi);
+  EXPECT_EQ(group_comm_for(DeviceKind::CPU, DeviceComm::Nccl), GroupComm::Mpi);
+  EXPECT_EQ(group_comm_for(DeviceKind::CPU, DeviceComm::Staged), GroupComm::Staged);
+  EXPECT_EQ(group_comm_for(DeviceKind::CUDA, DeviceComm::Nccl), GroupComm::Nccl);
+  EXPECT_EQ(group_comm_for(DeviceKind::CUDA, DeviceComm::Staged), GroupComm::Staged);
+  EXPECT_THROW(group_comm_for(DeviceKind::CUDA, DeviceComm::Auto), Error);
+}
+
+TEST(DeviceComm, OneRankResolvesToNcclUnlessStaged) {
+  testing::ensure_mpi();
+  EXPECT_EQ(resolve_device_comm(MPI_COMM_SELF, DeviceComm::Auto, "h|0000:01:00.0"), DeviceComm::Nccl);
+  EXPECT_EQ(resolve_device_comm(MPI_COMM_SELF, DeviceComm::Nccl, "h|0000:01:00.0"), DeviceComm::Nccl);
+  EXPECT_EQ(resolve_device_comm(MPI_COMM_SELF, DeviceComm::Staged, "h|0000:01:00.0"),
+            DeviceComm::Staged);
 }
 
 }  // namespace

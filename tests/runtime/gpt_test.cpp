@@ -42,7 +42,7 @@ struct TinyRun {
   }
   // Sum of token losses (no backward).
   double loss(Gpt& m) { return m.forward(b, T, x.data(), nullptr, y.data(), false, 0.0f)->loss_sum; }
-  // Gradients of the loss SUM, accumulated over `micro` micro-batches.
+  // Gradients of the loss SUM, accumulated over `micro` micro-batches (copied to the host).
   std::vector<float> grads(Gpt& m, int micro = 1) {
     m.params().zero_grads();
     const int64_t per = b / micro;
@@ -51,8 +51,24 @@ struct TinyRun {
       m.backward(*st, nullptr);
     }
     const Tensor& g = m.params().grads();
-    return std::vector<float>(g.f32(), g.f32() + g.numel());
+    Tensor h = be->host_empty(g.shape());
+    be->copy(h, g);
+    return std::vector<float>(h.f32(), h.f32() + h.numel());
   }
+  // Bytes the backend's allocator holds between forward and backward: the saved activations.
+  size_t held(Gpt& m) {
+    m.params().zero_grads();
+    be->synchronize();
+    const size_t before = be->allocator().stats().current;
+    auto st = m.forward(b, T, x.data(), nullptr, y.data(), true, 1.0f);
+    const size_t during = be->allocator().stats().current;
+    m.backward(*st, nullptr);
+    be->synchronize();
+    return during - before;
+  }
+  // Bytes one block's attention probabilities [b, H, T, T] and GELU output [b*T, 4C] take.
+  size_t probs_bytes() const { return static_cast<size_t>(b * opt.heads * T * T) * 4; }
+  size_t gelu_bytes() const { return static_cast<size_t>(b * T * 4 * opt.dim) * 4; }
 };
 
 TEST(Gpt, WholeModelGradientMatchesFiniteDifferences) {
@@ -111,15 +127,46 @@ TEST(Gpt, RecomputeFullKeepsLessActivationMemory) {
   auto full = run.model(Recompute::Full);
   EXPECT_LT(full->activation_bytes(run.b, run.T) * 4, none->activation_bytes(run.b, run.T));
   // Measured: bytes held by the allocator between forward and backward.
-  auto held = [&](Gpt& m) {
-    m.params().zero_grads();
-    const size_t before = run.be->allocator().stats().current;
-    auto st = m.forward(run.b, run.T, run.x.data(), nullptr, run.y.data(), true, 1.0f);
-    const size_t during = run.be->allocator().stats().current;
-    m.backward(*st, nullptr);
-    return during - before;
-  };
-  EXPECT_LT(held(*full), held(*none));
+  EXPECT_LT(run.held(*full), run.held(*none));
+}
+
+// recompute none saves what the backward of the backend reads. On the CPU that includes the
+// attention probabilities (its backward uses them): none keeps exactly probabilities + GELU
+// output per block more than selective, measured and in the memory report's estimate.
+TEST(Gpt, RecomputeNoneOnCpuSavesTheProbabilities) {
+  TinyRun run;
+  auto none = run.model(Recompute::None);
+  auto sel = run.model(Recompute::Selective);
+  const size_t per_block = run.probs_bytes() + run.gelu_bytes();
+  EXPECT_EQ(run.held(*none) - run.held(*sel), run.opt.layers * per_block);
+  EXPECT_EQ(none->activation_bytes(run.b, run.T) - sel->activation_bytes(run.b, run.T),
+            static_cast<int64_t>(run.opt.layers * per_block));
+}
+
+// The CUDA attention backward recomputes the probabilities from q, k and lse whether or not
+// they were saved, so on the GPU recompute none does not keep the [b, H, T, T] tensors: it
+// holds exactly the probabilities of every block fewer bytes than the CPU path, and the same
+// gradients.
+TEST(Gpt, RecomputeNoneOnCudaKeepsNoProbabilities) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  TinyRun cpu_run, gpu_run;
+  gpu_run.be = make_backend(BackendOptions{.device = "cuda"});
+  auto cpu_none = cpu_run.model(Recompute::None);
+  auto gpu_none = gpu_run.model(Recompute::None);
+  auto gpu_sel = gpu_run.model(Recompute::Selective);
+  const size_t layers = static_cast<size_t>(gpu_run.opt.layers);
+  const size_t gpu_held = gpu_run.held(*gpu_none);
+  EXPECT_EQ(gpu_held - gpu_run.held(*gpu_sel), layers * gpu_run.gelu_bytes())
+      << "on the GPU, none keeps only the GELU output more than selective";
+  EXPECT_EQ(cpu_run.held(*cpu_none) - gpu_held, layers * gpu_run.probs_bytes())
+      << "saved activation bytes, CPU path minus GPU path, recompute none";
+  EXPECT_EQ(cpu_none->activation_bytes(gpu_run.b, gpu_run.T) -
+                gpu_none->activation_bytes(gpu_run.b, gpu_run.T),
+            static_cast<int64_t>(layers * gpu_run.probs_bytes()));
+  const std::vector<float> gc = cpu_run.grads(*cpu_none), gg = gpu_run.grads(*gpu_none);
+  ASSERT_EQ(gc.size(), gg.size());
+  for (size_t i = 0; i < gc.size(); ++i)
+    ASSERT_NEAR(gg[i], gc[i], 1e-5f + 1e-3f * std::fabs(gc[i])) << "gradient element " << i;
 }
 
 TEST(Gpt, MicroBatchAccumulationMatchesOneBatch) {

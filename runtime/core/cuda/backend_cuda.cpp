@@ -2,11 +2,15 @@
 //
 // Contract:
 //   make_cuda_backend(opts)  sets device opts.device_index (checked against the device count),
-//                            creates a non-blocking stream, a cuBLAS handle on it (default
-//                            math: plain fp32 FMA, no TF32, so results match the CPU backend),
-//                            a cuBLASLt handle and a 32 MiB workspace (also the kernels'
-//                            stream-ordered scratch, see kernels/cuda/common.cuh).
-//   allocator()              caching cudaMalloc allocator (cuda_allocator.h).
+//                            creates the allocators, a non-blocking stream, a cuBLAS handle on
+//                            it (default math: plain fp32 FMA, no TF32, so results match the
+//                            CPU backend), a cuBLASLt handle and a 32 MiB workspace from the
+//                            device allocator, given to cuBLAS with cublasSetWorkspace (after
+//                            cublasSetStream, which resets it), so cuBLAS allocates nothing of
+//                            its own; the kernels' scratch (kernels/cuda/common.cuh) also
+//                            comes from the device allocator.
+//   allocator()              caching cudaMalloc allocator (cuda_allocator.h): every device
+//                            byte of the backend; peak/current count the workspace too.
 //   host_allocator()         caching pinned (cudaMallocHost) allocator.
 //   zero(t)                  cudaMemsetAsync on the stream (memset for a host tensor).
 //   copy(dst, src)           H2D, D2H, D2D, H2H by the tensors' devices; cudaMemcpyAsync on the
@@ -55,6 +59,11 @@ class CudaBackend final : public Backend {
     ctx_.device = opts.device_index;
     try {
       TANDEM_CUDA_CHECK(cudaSetDevice(ctx_.device));
+      device_alloc_ = std::make_unique<CudaDeviceAllocator>(CudaDeviceMemory{ctx_.device},
+                                                            default_device_cache_limit(ctx_.device));
+      host_alloc_ = std::make_unique<CudaPinnedHostAllocator>(CudaPinnedMemory{},
+                                                              default_pinned_cache_limit());
+      ctx_.allocator = device_alloc_.get();
       cudaDeviceProp prop{};
       TANDEM_CUDA_CHECK(cudaGetDeviceProperties(&prop, ctx_.device));
       ctx_.sm_count = prop.multiProcessorCount;
@@ -68,20 +77,17 @@ class CudaBackend final : public Backend {
       TANDEM_CUBLAS_CHECK(cublasSetMathMode(ctx_.cublas, CUBLAS_DEFAULT_MATH));
       TANDEM_CUBLAS_CHECK(cublasSetPointerMode(ctx_.cublas, CUBLAS_POINTER_MODE_HOST));
       TANDEM_CUBLAS_CHECK(cublasLtCreate(&ctx_.cublaslt));
-      TANDEM_CUDA_CHECK(cudaMalloc(&ctx_.workspace, kWorkspaceBytes));
+      ctx_.workspace = device_alloc_->allocate(kWorkspaceBytes);
       ctx_.workspace_bytes = kWorkspaceBytes;
-      device_alloc_ = std::make_unique<CudaDeviceAllocator>(ctx_.device);
-      host_alloc_ = std::make_unique<CudaPinnedHostAllocator>();
+      // After cublasSetStream, which resets the handle to cuBLAS's own workspace pool.
+      TANDEM_CUBLAS_CHECK(cublasSetWorkspace(ctx_.cublas, ctx_.workspace, ctx_.workspace_bytes));
     } catch (...) {
       destroy();
       throw;
     }
   }
 
-  ~CudaBackend() override {
-    if (ctx_.stream) (void)cudaStreamSynchronize(ctx_.stream);
-    destroy();
-  }
+  ~CudaBackend() override { destroy(); }
 
   DeviceKind kind() const override { return DeviceKind::CUDA; }
   std::string name() const override {
@@ -135,14 +141,21 @@ class CudaBackend final : public Backend {
     if (cur != ctx_.device) TANDEM_CUDA_CHECK(cudaSetDevice(ctx_.device));
   }
 
-  // Releases what exists; safe on a partly built backend. Never throws.
+  // Releases what exists, in dependency order (queued work, handles, workspace, allocators,
+  // stream); safe on a partly built backend. Never throws.
   void destroy() noexcept {
     (void)cudaSetDevice(ctx_.device);
-    device_alloc_.reset();
-    host_alloc_.reset();
-    if (ctx_.workspace) (void)cudaFree(ctx_.workspace);
+    if (ctx_.stream) (void)cudaStreamSynchronize(ctx_.stream);
     if (ctx_.cublaslt) (void)cublasLtDestroy(ctx_.cublaslt);
     if (ctx_.cublas) (void)cublasDestroy(ctx_.cublas);
+    if (ctx_.workspace) {
+      try {
+        device_alloc_->deallocate(ctx_.workspace, ctx_.workspace_bytes);
+      } catch (...) {  // cannot happen: the workspace came from this allocator
+      }
+    }
+    host_alloc_.reset();
+    device_alloc_.reset();  // releases the cache (cudaFree)
     if (ctx_.stream) (void)cudaStreamDestroy(ctx_.stream);
     ctx_ = CudaContext{};
   }

@@ -1,12 +1,17 @@
-// Caching device and pinned-host allocators of the CUDA backend (contract in cuda_allocator.h).
+// The CUDA memory kinds of the caching allocator (contract in cuda_allocator.h).
 #include "runtime/core/cuda/cuda_allocator.h"
 
 #include <cuda_runtime.h>
+
+#include <algorithm>
 
 #include "runtime/core/cuda/cuda_context.h"
 #include "runtime/core/error.h"
 
 namespace tandem {
+
+template class CachingAllocator<CudaDeviceMemory>;
+template class CachingAllocator<CudaPinnedMemory>;
 
 namespace {
 
@@ -14,154 +19,104 @@ constexpr size_t kSmall = size_t{1} << 20;  // below 1 MiB: round to 512 B
 constexpr size_t kSmallRound = 512;
 constexpr size_t kLargeRound = size_t{1} << 17;  // 128 KiB
 
-size_t round_device(size_t bytes) {
+size_t round_up(size_t bytes, size_t to) {
+  TANDEM_CHECK(bytes <= SIZE_MAX / 2, "allocation of {} bytes is beyond any device", bytes);
   if (bytes == 0) bytes = 1;
-  size_t r = bytes < kSmall ? kSmallRound : kLargeRound;
-  return (bytes + r - 1) / r * r;
+  return (bytes + to - 1) / to * to;
 }
 
-size_t round_host(size_t bytes) {
-  if (bytes == 0) bytes = 1;
-  return (bytes + 63) / 64 * 64;
-}
+// Makes `device` current for its lifetime and restores the caller's device after.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&prev_) != cudaSuccess) {
+      (void)cudaGetLastError();
+      prev_ = -1;
+    }
+    if (prev_ != device) ok_ = cudaSetDevice(device) == cudaSuccess;
+  }
+  ~DeviceScope() {
+    if (prev_ >= 0) (void)cudaSetDevice(prev_);
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  int prev_ = -1;
+  bool ok_ = true;
+};
 
 }  // namespace
 
 // ------------------------------------------------------------------ device
 
-CudaDeviceAllocator::~CudaDeviceAllocator() {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  release_cache_locked();
-  // Blocks still live belong to tensors that outlive the backend; they are left to the driver.
+size_t CudaDeviceMemory::block_size(size_t bytes) const {
+  return round_up(bytes, bytes < kSmall ? kSmallRound : kLargeRound);
 }
 
-void CudaDeviceAllocator::release_cache() {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  release_cache_locked();
-}
-
-void CudaDeviceAllocator::release_cache_locked() {
-  if (free_.empty()) return;
-  int prev = -1;
-  (void)cudaGetDevice(&prev);
-  (void)cudaSetDevice(device_);
-  for (auto& [n, p] : free_) (void)cudaFree(p);  // cudaFree waits for the device
-  free_.clear();
-  cached_ = 0;
-  if (prev >= 0) (void)cudaSetDevice(prev);
-}
-
-void* CudaDeviceAllocator::do_allocate(size_t bytes) {
-  const size_t want = round_device(bytes);
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  auto it = free_.lower_bound(want);
-  if (it != free_.end() && it->first <= want + want / 4) {
-    void* p = it->second;
-    size_t have = it->first;
-    free_.erase(it);
-    cached_ -= have;
-    live_.emplace(p, have);
-    return p;
+void* CudaDeviceMemory::allocate(size_t block, std::string& why) {
+  DeviceScope scope(device);
+  if (!scope.ok()) {
+    why = fmt::format("cudaSetDevice({}) failed: {}", device, cudaGetErrorString(cudaGetLastError()));
+    return nullptr;
   }
-  TANDEM_CUDA_CHECK(cudaSetDevice(device_));
   void* p = nullptr;
-  cudaError_t e = cudaMalloc(&p, want);
+  const cudaError_t e = cudaMalloc(&p, block);
   if (e != cudaSuccess) {
-    (void)cudaGetLastError();  // clear the error before retrying
-    release_cache_locked();
-    e = cudaMalloc(&p, want);
+    (void)cudaGetLastError();  // out of memory is not sticky: clear it before the retry
+    why = fmt::format("cudaMalloc: {}", cudaGetErrorString(e));
+    return nullptr;
   }
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    size_t free_b = 0, total_b = 0;
-    (void)cudaMemGetInfo(&free_b, &total_b);
-    size_t in_use = 0;
-    for (auto& [q, n] : live_) in_use += n;
-    throw Error(fmt::format(
-        "cuda:{} out of memory allocating {} bytes ({}): this allocator holds {} bytes in {} "
-        "blocks, device has {} of {} bytes free",
-        device_, bytes, cudaGetErrorString(e), in_use, live_.size(), free_b, total_b));
-  }
-  live_.emplace(p, want);
   return p;
 }
 
-void CudaDeviceAllocator::do_deallocate(void* p, size_t bytes) {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  auto it = live_.find(p);
-  TANDEM_CHECK(it != live_.end(), "cuda:{} deallocate of {} bytes at {} not made here", device_,
-               bytes, p);
-  size_t have = it->second;
-  live_.erase(it);
-  free_.emplace(have, p);
-  cached_ += have;
+void CudaDeviceMemory::release(void* p, size_t) noexcept {
+  DeviceScope scope(device);
+  (void)cudaFree(p);  // waits for the device: the block is no longer in use by queued work
 }
 
-size_t CudaDeviceAllocator::cached_bytes() const {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  return cached_;
+std::string CudaDeviceMemory::describe() const { return fmt::format("cuda:{} device memory", device); }
+
+std::string CudaDeviceMemory::failure_note() const {
+  DeviceScope scope(device);
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return "";
+  }
+  return fmt::format("the device has {} of {} bytes free (other processes on the GPU count too)",
+                     free_b, total_b);
+}
+
+size_t default_device_cache_limit(int device) {
+  DeviceScope scope(device);
+  size_t free_b = 0, total_b = 0;
+  TANDEM_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return total_b / 2;
 }
 
 // ------------------------------------------------------------------ pinned host
 
-CudaPinnedHostAllocator::~CudaPinnedHostAllocator() {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  release_cache_locked();
-}
+size_t CudaPinnedMemory::block_size(size_t bytes) const { return round_up(bytes, 64); }
 
-void CudaPinnedHostAllocator::release_cache() {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  release_cache_locked();
-}
-
-void CudaPinnedHostAllocator::release_cache_locked() {
-  for (auto& [n, p] : free_) (void)cudaFreeHost(p);
-  free_.clear();
-  cached_ = 0;
-}
-
-void* CudaPinnedHostAllocator::do_allocate(size_t bytes) {
-  const size_t want = round_host(bytes);
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  auto it = free_.find(want);
-  if (it != free_.end()) {
-    void* p = it->second;
-    free_.erase(it);
-    cached_ -= want;
-    live_.emplace(p, want);
-    return p;
-  }
+void* CudaPinnedMemory::allocate(size_t block, std::string& why) {
   void* p = nullptr;
-  cudaError_t e = cudaMallocHost(&p, want);
+  const cudaError_t e = cudaMallocHost(&p, block);
   if (e != cudaSuccess) {
     (void)cudaGetLastError();
-    release_cache_locked();
-    e = cudaMallocHost(&p, want);
+    why = fmt::format("cudaMallocHost: {}", cudaGetErrorString(e));
+    return nullptr;
   }
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    size_t in_use = 0;
-    for (auto& [q, n] : live_) in_use += n;
-    throw Error(fmt::format("pinned host allocation of {} bytes failed: {} ({} bytes in use)",
-                            bytes, cudaGetErrorString(e), in_use));
-  }
-  live_.emplace(p, want);
   return p;
 }
 
-void CudaPinnedHostAllocator::do_deallocate(void* p, size_t bytes) {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  auto it = live_.find(p);
-  TANDEM_CHECK(it != live_.end(), "pinned deallocate of {} bytes at {} not made here", bytes, p);
-  size_t have = it->second;
-  live_.erase(it);
-  free_.emplace(have, p);
-  cached_ += have;
-}
+void CudaPinnedMemory::release(void* p, size_t) noexcept { (void)cudaFreeHost(p); }
 
-size_t CudaPinnedHostAllocator::cached_bytes() const {
-  std::lock_guard<std::mutex> lock(cache_mu_);
-  return cached_;
+std::string CudaPinnedMemory::failure_note() const { return AlignedHostMemory{}.failure_note(); }
+
+size_t default_pinned_cache_limit() {
+  const size_t phys = physical_memory_bytes();
+  if (phys == 0) return size_t{1} << 30;
+  return std::min(size_t{8} << 30, phys / 8);
 }
 
 }  // namespace tandem

@@ -1,62 +1,58 @@
-// Allocators of the CUDA backend: a caching device allocator and a caching pinned-host one.
+// Allocators of the CUDA backend: the caching allocator (runtime/core/caching_allocator.h) over
+// device memory and over pinned host memory.
 //
-// Contract: both count bytes through tandem::Allocator (current/peak count requested bytes;
-// reserved adds the cached free blocks). Freed blocks are kept and reused for later requests
-// of the same rounded size (device: best fit within 25%), so the per-step activation buffers
-// cost no cudaMalloc after the first step. Reuse is safe because all work of a backend is
-// queued on its one stream: a block freed by the host is only handed out again to work that
-// is queued after the work that last used it. Code that touches a block from another stream
-// (NCCL, say) must make that stream wait, or synchronise, before the tensor is freed.
-// On cudaMalloc failure the cache is released and the allocation retried once; a second
-// failure throws tandem::Error naming the size, the stats and the device's free memory.
-// Thread-safe (one mutex per allocator).
+// Contract: CudaDeviceAllocator and CudaPinnedHostAllocator are CachingAllocator<Memory> with
+// the memory kinds below; reuse, the cache bound, stats, the release-and-retry-once failure
+// path and the stream-ordered reuse rule are the template's (see its contract).
+//   CudaDeviceMemory{device}  cudaMalloc / cudaFree on `device` (the caller's current device is
+//                             restored); blocks of 512 B multiples below 1 MiB, 128 KiB
+//                             multiples above; a request may take a cached block up to 25%
+//                             larger (so sizes that vary a little still reuse); the failure
+//                             note gives the device's free and total memory (cudaMemGetInfo).
+//   CudaPinnedMemory          cudaMallocHost / cudaFreeHost, 64 B multiples, exact fit.
+// Default bounds of the cache: half the device's memory, and the smaller of 8 GiB and an
+// eighth of physical memory for pinned memory (pinned pages are taken from the OS for good).
+// Every device byte of the backend comes from its CudaDeviceAllocator: tensors, the kernels'
+// scratch (kernels/cuda/common.cuh) and the cuBLAS/cuBLASLt workspace. Not counted: what the
+// CUDA driver, cuBLAS handles and NCCL allocate for themselves (contexts, NCCL's channel
+// buffers).
 #pragma once
 
 #include <cstddef>
-#include <map>
-#include <mutex>
-#include <unordered_map>
+#include <string>
 
-#include "runtime/core/allocator.h"
+#include "runtime/core/caching_allocator.h"
 
 namespace tandem {
 
-class CudaDeviceAllocator final : public Allocator {
- public:
-  explicit CudaDeviceAllocator(int device) : device_(device) {}
-  ~CudaDeviceAllocator() override;
-  void release_cache() override;
-
- protected:
-  void* do_allocate(size_t bytes) override;
-  void do_deallocate(void* p, size_t bytes) override;
-  size_t cached_bytes() const override;
-
- private:
-  void release_cache_locked();
-  int device_;
-  mutable std::mutex cache_mu_;
-  std::multimap<size_t, void*> free_;       // block size -> block
-  std::unordered_map<void*, size_t> live_;  // handed-out block -> block size
-  size_t cached_ = 0;
+struct CudaDeviceMemory {
+  int device = 0;
+  size_t block_size(size_t bytes) const;
+  size_t max_reuse(size_t block) const { return block + block / 4; }
+  void* allocate(size_t block, std::string& why);
+  void release(void* p, size_t block) noexcept;
+  std::string describe() const;
+  std::string failure_note() const;
 };
 
-class CudaPinnedHostAllocator final : public Allocator {
- public:
-  ~CudaPinnedHostAllocator() override;
-  void release_cache() override;
-
- protected:
-  void* do_allocate(size_t bytes) override;
-  void do_deallocate(void* p, size_t bytes) override;
-  size_t cached_bytes() const override;
-
- private:
-  void release_cache_locked();
-  mutable std::mutex cache_mu_;
-  std::multimap<size_t, void*> free_;
-  std::unordered_map<void*, size_t> live_;
-  size_t cached_ = 0;
+struct CudaPinnedMemory {
+  size_t block_size(size_t bytes) const;
+  size_t max_reuse(size_t block) const { return block; }
+  void* allocate(size_t block, std::string& why);
+  void release(void* p, size_t block) noexcept;
+  std::string describe() const { return "pinned host memory"; }
+  std::string failure_note() const;
 };
+
+using CudaDeviceAllocator = CachingAllocator<CudaDeviceMemory>;
+using CudaPinnedHostAllocator = CachingAllocator<CudaPinnedMemory>;
+
+extern template class CachingAllocator<CudaDeviceMemory>;
+extern template class CachingAllocator<CudaPinnedMemory>;
+
+// Half of `device`'s memory (cudaMemGetInfo); throws tandem::Error when the query fails.
+size_t default_device_cache_limit(int device);
+// min(8 GiB, physical memory / 8); 1 GiB when physical memory is unknown.
+size_t default_pinned_cache_limit();
 
 }  // namespace tandem

@@ -1,7 +1,10 @@
 // CUDA state owned by one CudaBackend: device, stream, and library handles.
 //
 // Contract: every CUDA kernel and library call of a backend goes to `stream`; the handles
-// are bound to it. Checked-call macros keep file:line and the call text (error tier 2).
+// are bound to it. Every device byte comes from `allocator` (the backend's counting, caching
+// device allocator; its stream-ordered reuse rule is in runtime/core/caching_allocator.h),
+// the cuBLAS/cuBLASLt `workspace` included. Checked-call macros keep file:line and the call
+// text (error tier 2).
 #pragma once
 
 #include <cublasLt.h>
@@ -12,12 +15,15 @@
 
 namespace tandem {
 
+class Allocator;
+
 struct CudaContext {
   int device = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   cublasLtHandle_t cublaslt = nullptr;
-  void* workspace = nullptr;  // cuBLASLt workspace
+  Allocator* allocator = nullptr;  // the backend's device allocator (kernels' scratch too)
+  void* workspace = nullptr;       // cuBLAS (cublasSetWorkspace) and cuBLASLt workspace
   size_t workspace_bytes = 0;
   int sm_count = 0;
 };

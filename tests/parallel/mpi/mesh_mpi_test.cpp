@@ -168,5 +168,52 @@ TEST(MeshN, GroupsReduceIndependently) {
   EXPECT_EQ(d.i32()[0], mesh.tp_rank());
 }
 
+// The device communicator decision is made on every rank from every rank's GPU key, so all
+// agree; two ranks on one GPU make auto choose staged and nccl refuse on every rank.
+TEST(MeshN, DeviceCommDecisionIsCollectiveAndAgreed) {
+  const int n = testing::world_size(), me = testing::world_rank();
+  const std::string own = fmt::format("node|0000:{:02x}:00.0", me);
+  EXPECT_EQ(resolve_device_comm(MPI_COMM_WORLD, DeviceComm::Auto, own), DeviceComm::Nccl);
+  EXPECT_EQ(resolve_device_comm(MPI_COMM_WORLD, DeviceComm::Nccl, own), DeviceComm::Nccl);
+  if (n < 2) GTEST_SKIP() << "sharing needs two ranks";
+  // The last two ranks share a GPU (one physical GPU for all ranks is the same case).
+  const std::string shared = me == n - 1 ? fmt::format("node|0000:{:02x}:00.0", n - 2) : own;
+  EXPECT_EQ(resolve_device_comm(MPI_COMM_WORLD, DeviceComm::Auto, shared), DeviceComm::Staged);
+  EXPECT_EQ(resolve_device_comm(MPI_COMM_WORLD, DeviceComm::Staged, shared), DeviceComm::Staged);
+  try {
+    resolve_device_comm(MPI_COMM_WORLD, DeviceComm::Nccl, shared);
+    FAIL() << "nccl accepted two ranks on one GPU";
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(fmt::format("ranks {} and {} of the group would share one GPU (node|0000:{:02x}:00.0)",
+                                 n - 2, n - 1, n - 2)),
+              std::string::npos) << m;
+    EXPECT_NE(m.find("parallel.device_comm: staged"), std::string::npos) << m;
+  }
+  auto c = make_mpi_communicator(MPI_COMM_WORLD, "after-device-comm", kTimeout);
+  c->barrier();  // every rank threw alike: nobody is left in a collective
+}
+
+// parallel.device_comm staged on a CPU backend: every group stages through host copies and
+// still reduces, gathers and passes messages like the MPI groups.
+TEST(MeshN, StagedGroupsOnTheCpuBackend) {
+  const int n = testing::world_size();
+  if (n % 2 != 0) GTEST_SKIP() << "needs an even world";
+  Mesh mesh(MPI_COMM_WORLD, n / 2, 2, 1, "tp-dp-pp", DeviceKind::CPU, kTimeout,
+            &testing::host_backend(), DeviceComm::Staged);
+  EXPECT_EQ(mesh.group_comm(), GroupComm::Staged);
+  Tensor t = host_i32({mesh.world_rank()});
+  mesh.tp().all_reduce(t);
+  EXPECT_EQ(t.i32()[0], 4 * mesh.dp_rank() + 1);
+  EXPECT_EQ(gather_world_ranks(mesh.dp(), mesh.world_rank()), mesh.members(Axis::DP));
+  auto dup = mesh.duplicate(Axis::TP, "tp-dup");
+  Tensor u = host_i32({1});
+  dup->all_reduce(u);
+  EXPECT_EQ(u.i32()[0], 2);
+  Mesh plain(MPI_COMM_WORLD, n, 1, 1, "tp-dp-pp", DeviceKind::CPU, kTimeout,
+             &testing::host_backend(), DeviceComm::Auto);
+  EXPECT_EQ(plain.group_comm(), GroupComm::Mpi);
+}
+
 }  // namespace
 }  // namespace tandem

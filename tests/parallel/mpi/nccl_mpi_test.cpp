@@ -1,6 +1,9 @@
 // Multi-rank tests of the NCCL communicator and a CUDA Mesh (run under mpirun -np N on a node
 // with at least N GPUs). Skipped, on every rank alike, in a CPU build or where some rank has no
-// GPU of its own. Results are checked through host copies against closed forms.
+// GPU of its own. Results are checked through host copies against closed forms. One test runs
+// wherever every rank sees a GPU, shared or not: a CUDA Mesh with parallel.device_comm auto
+// picks NCCL for distinct GPUs and the staged communicator for shared ones (the single-GPU
+// machine), and nccl refuses the shared case on every rank.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -21,12 +24,7 @@ namespace {
 
 // Every rank gets its own GPU, or every rank skips (decided collectively).
 std::unique_ptr<Backend> device_backend_or_null() {
-  MPI_Comm local;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
-  int local_rank = 0, local_size = 1;
-  MPI_Comm_rank(local, &local_rank);
-  MPI_Comm_size(local, &local_size);
-  MPI_Comm_free(&local);
+  const auto [local_rank, local_size] = testing::local_rank_and_size();
   int devices = 0;
   if (cuda_available()) cudaGetDeviceCount(&devices);
   int ok = devices >= local_size ? 1 : 0, all = 0;
@@ -99,10 +97,47 @@ TEST(NcclCommunicatorN, MeshOnCudaGroups) {
   auto be = device_backend_or_null();
   if (!be) GTEST_SKIP() << "needs one GPU per rank";
   const int n = testing::world_size();
-  Mesh mesh(MPI_COMM_WORLD, 1, n, 1, "tp-dp-pp", DeviceKind::CUDA, 60.0, be->cuda());
+  Mesh mesh(MPI_COMM_WORLD, 1, n, 1, "tp-dp-pp", DeviceKind::CUDA, 60.0, be.get(),
+            DeviceComm::Nccl);
+  EXPECT_EQ(mesh.group_comm(), GroupComm::Nccl);
   Tensor t = to_device(*be, testing::host_i32({mesh.tp_rank()}));
   mesh.tp().all_reduce(t);
   EXPECT_EQ(to_host(*be, t).i32()[0], n * (n - 1) / 2);
+}
+
+// Assumes the ranks run on one node without per-rank CUDA_VISIBLE_DEVICES (as under the GPU
+// kit and CI): ranks share a GPU exactly when the node has fewer GPUs than ranks.
+TEST(CudaMeshN, PicksStagedWhenRanksShareAGpu) {
+  Backend* be = testing::shared_gpu_backend();
+  if (!be) GTEST_SKIP() << "needs a GPU on every rank (shared or not)";
+  const int n = testing::world_size(), r = testing::world_rank();
+  const bool shared = testing::local_size() > cuda_device_count();
+  Mesh mesh(MPI_COMM_WORLD, 1, n, 1, "tp-dp-pp", DeviceKind::CUDA, 60.0, be, DeviceComm::Auto);
+  EXPECT_EQ(mesh.group_comm(), shared ? GroupComm::Staged : GroupComm::Nccl);
+  Tensor t = to_device(*be, testing::host_f32({1.f + r, -1.f * r}));
+  mesh.tp().all_reduce(t);
+  EXPECT_EQ(testing::values<float>(to_host(*be, t)),
+            (std::vector<float>{static_cast<float>(n + n * (n - 1) / 2),
+                                -static_cast<float>(n * (n - 1) / 2)}));
+  if (n >= 2) {  // a ring of blocking point-to-point calls: even ranks send first
+    Tensor s = to_device(*be, testing::host_i32({100 + r}));
+    Tensor got = be->empty({1}, DType::I32);
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    if (r % 2 == 0) {
+      mesh.tp().send(s, next, 3);
+      mesh.tp().recv(got, prev, 3);
+    } else {
+      mesh.tp().recv(got, prev, 3);
+      mesh.tp().send(s, next, 3);
+    }
+    EXPECT_EQ(to_host(*be, got).i32()[0], 100 + prev);
+  }
+  if (shared) {
+    EXPECT_THROW(Mesh(MPI_COMM_WORLD, 1, n, 1, "tp-dp-pp", DeviceKind::CUDA, 60.0, be,
+                      DeviceComm::Nccl),
+                 ConfigError);
+  }
+  mesh.world().barrier();
 }
 
 TEST(NcclCommunicatorN, WatchdogAbortsAStuckRecv) {
