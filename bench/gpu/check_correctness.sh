@@ -168,7 +168,13 @@ run_layouts() {
     fi
   done
 }
-run_layouts layout_
+# NCCL itself (parallel.device_comm=nccl where the binary knows the key; its default, auto,
+# would stage through the host on a one-GPU machine): REFUSED when ranks share a GPU.
+if grep -qaF 'parallel.device_comm' "$KIT/bin/tandem"; then
+  run_layouts layout_ --set parallel.device_comm=nccl
+else
+  run_layouts layout_
+fi
 
 # ---------------------------------------------------------------- HOOK(gpu-mem): staged layouts
 # The four layouts again on this machine's GPUs through the host-staged device communicator
