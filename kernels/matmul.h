@@ -88,7 +88,8 @@ void bias_backward_bf16(CudaContext& ctx, float* db, const bf16* dy, int64_t N, 
 // (d_bf16), leading dimensions in elements; bias has D's type, aux is [M,N] with leading
 // dimension ldaux and D's type. Returns false, having launched nothing, when cuBLASLt offers no
 // algorithm for this epilogue, types, shape and alignment (the caller then runs the unfused
-// path); throws on any other cuBLASLt error.
+// path); a plain GEMM it offers none for runs through cublasGemmEx (same types, fp32
+// accumulation) and returns true; throws on any other cuBLAS error.
 struct LtGemm {
   bool transA = false, transB = false;
   int64_t M = 0, N = 0, K = 0;

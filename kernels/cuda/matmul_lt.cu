@@ -13,12 +13,15 @@
 // get an algorithm valid for them; bias and aux alignment it reads from the pointers.
 // Workspace: ctx.workspace (stream-ordered; no other scratch is live during this call).
 // Returns false without launching when the heuristic offers no algorithm (or rejects the
-// configuration) for a fused epilogue; for Epilogue::None that is an error and throws, as does
-// any failure of cublasLtMatmul itself, with the sizes, types and status in the message.
+// configuration) for a fused epilogue. A plain GEMM (Epilogue::None) cuBLASLt offers nothing
+// for ("not supported": an unusual shape or alignment) runs through cublasGemmEx instead, with
+// the same types and CUBLAS_COMPUTE_32F (same numerics up to summation order). Any other
+// failure throws, with the sizes, types and status in the message.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/bf16.cuh"
 #include "kernels/matmul.h"
 
+#include <climits>
 #include <cstdint>
 
 namespace tandem::kernels::cuda {
@@ -62,6 +65,21 @@ cublasLtEpilogue_t lt_epilogue(Epilogue e) {
     case Epilogue::DGelu: return CUBLASLT_EPILOGUE_DGELU;
   }
   return CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+// The plain GEMM through cublasGemmEx (the same column-major mapping as above).
+void gemm_bf16_ex(CudaContext& ctx, const LtGemm& g, const std::string& what) {
+  TANDEM_CHECK(g.M <= INT_MAX && g.N <= INT_MAX && g.K <= INT_MAX && g.lda <= INT_MAX &&
+                   g.ldb <= INT_MAX && g.ldd <= INT_MAX,
+               "cublasGemmEx: sizes beyond int ({})", what);
+  TANDEM_LT_CHECK(cublasGemmEx(ctx.cublas, g.transB ? CUBLAS_OP_T : CUBLAS_OP_N,
+                               g.transA ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(g.N),
+                               static_cast<int>(g.M), static_cast<int>(g.K), &g.alpha, g.B,
+                               CUDA_R_16BF, static_cast<int>(g.ldb), g.A, CUDA_R_16BF,
+                               static_cast<int>(g.lda), &g.beta, g.D,
+                               g.d_bf16 ? CUDA_R_16BF : CUDA_R_32F, static_cast<int>(g.ldd),
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                  what);
 }
 
 std::string describe(const LtGemm& g) {
@@ -132,12 +150,14 @@ bool gemm_bf16_lt(CudaContext& ctx, const LtGemm& g) {
   const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, desc.h, la.h, lb.h, ld.h, ld.h,
                                                            pref.h, 1, &result, &found);
   if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
-    // A fused epilogue cuBLASLt cannot do (any status) leaves the unfused path to the caller; a
-    // plain GEMM it rejects for another reason than "not supported" is a bug worth its status.
-    TANDEM_CHECK(g.epi != Epilogue::None || hs == CUBLAS_STATUS_SUCCESS ||
-                     hs == CUBLAS_STATUS_NOT_SUPPORTED,
+    // A fused epilogue cuBLASLt cannot do (any status) leaves the unfused path to the caller. A
+    // plain GEMM it has no algorithm for goes to cublasGemmEx; one it rejects for another reason
+    // than "not supported" is a bug worth its status.
+    if (g.epi != Epilogue::None) return false;
+    TANDEM_CHECK(hs == CUBLAS_STATUS_SUCCESS || hs == CUBLAS_STATUS_NOT_SUPPORTED,
                  "cublasLtMatmulAlgoGetHeuristic status {} ({})", static_cast<int>(hs), what);
-    return false;
+    gemm_bf16_ex(ctx, g, what);
+    return true;
   }
   TANDEM_LT_CHECK(cublasLtMatmul(ctx.cublaslt, desc.h, &g.alpha, g.B, la.h, g.A, lb.h, &g.beta, g.D, ld.h,
                                  g.D, ld.h, &result.algo, ctx.workspace, ws, ctx.stream),
