@@ -9,6 +9,15 @@ void gelu_forward(Backend& be, Tensor& out, const Tensor& in) {
   check_device(be, in, "gelu in");
   check_device(be, out, "gelu out");
   TANDEM_CHECK_EQ(out.numel(), in.numel());
+  if (in.dtype() == DType::BF16 || out.dtype() == DType::BF16) {
+    TANDEM_CHECK(in.dtype() == out.dtype(), "gelu_forward: in {} and out {} differ in dtype",
+                 in.describe(), out.describe());
+    bf16* o = out.data<bf16>();
+    const bf16* i = in.data<bf16>();
+    if (on_cpu(be)) cpu::gelu_forward_bf16(o, i, in.numel());
+    else TANDEM_CUDA_DISPATCH(be, cuda::gelu_forward_bf16(TANDEM_CUDA_CTX(be), o, i, in.numel()));
+    return;
+  }
   if (on_cpu(be)) cpu::gelu_forward(out.f32(), in.f32(), in.numel());
   else TANDEM_CUDA_DISPATCH(be, cuda::gelu_forward(TANDEM_CUDA_CTX(be), out.f32(), in.f32(), in.numel()));
 }

@@ -1,4 +1,4 @@
-// Tensor-level LayerNorm: shape checks, then the CPU or CUDA implementation.
+// Tensor-level LayerNorm: shape checks, then the CPU or CUDA implementation (fp32 or bf16 out).
 #include "kernels/layernorm.h"
 
 #include "kernels/dispatch.h"
@@ -14,6 +14,17 @@ void layernorm_forward(Backend& be, Tensor& out, Tensor& mean, Tensor& rstd, con
   check_shape(bias, {C}, "layernorm bias");
   TANDEM_CHECK(mean.numel() == N && rstd.numel() == N, "layernorm stats {} {} for {} rows",
                mean.describe(), rstd.describe(), N);
+  if (out.dtype() == DType::BF16) {
+    bf16* o = out.data<bf16>();
+    if (on_cpu(be))
+      cpu::layernorm_forward_bf16(o, mean.f32(), rstd.f32(), in.f32(), weight.f32(), bias.f32(), N,
+                                  C, eps);
+    else
+      TANDEM_CUDA_DISPATCH(be, cuda::layernorm_forward_bf16(TANDEM_CUDA_CTX(be), o, mean.f32(),
+                                                            rstd.f32(), in.f32(), weight.f32(),
+                                                            bias.f32(), N, C, eps));
+    return;
+  }
   if (on_cpu(be))
     cpu::layernorm_forward(out.f32(), mean.f32(), rstd.f32(), in.f32(), weight.f32(), bias.f32(), N,
                            C, eps);

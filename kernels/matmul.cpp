@@ -1,6 +1,9 @@
-// Tensor-level matmul/linear: shape checks, then the CPU or CUDA implementation.
+// Tensor-level matmul/linear: shape checks, then the CPU or CUDA implementation; a BF16
+// weight (or BF16 operands) takes the mixed-precision path through gemm_bf16
+// (kernels/matmul_bf16.cpp).
 #include "kernels/matmul.h"
 
+#include "kernels/cast.h"
 #include "kernels/dispatch.h"
 
 namespace tandem::kernels {
@@ -15,6 +18,25 @@ void gemm(Backend& be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float 
   } else {
     TANDEM_CUDA_DISPATCH(be, cuda::sgemm(TANDEM_CUDA_CTX(be), ta, tb, M, N, K, alpha, A, lda, B,
                                          ldb, beta, C, ldc));
+  }
+}
+
+bool is_bf16(const Tensor& t) { return t.dtype() == DType::BF16; }
+
+void linear_forward_bf16(Backend& be, Tensor& y, const Tensor& x, const Tensor& W, const Tensor* b) {
+  const Tensor x16 = to_bf16(be, x);
+  gemm_bf16(be, y, x16, false, W, true, b ? Epilogue::Bias : Epilogue::None, b);
+}
+
+void linear_backward_bf16(Backend& be, Tensor* dx, Tensor& dW, Tensor* db, const Tensor& dy,
+                          const Tensor& x, const Tensor& W, bool accumulate_dx) {
+  const Tensor dy16 = to_bf16(be, dy), x16 = to_bf16(be, x);
+  gemm_bf16(be, dW, dy16, true, x16, false, Epilogue::None, nullptr, nullptr, 1.0f, 1.0f);
+  if (db) bias_backward(be, *db, dy);  // from dy as given: fp32 stays fp32
+  if (dx) {
+    check_shape(*dx, x.shape(), "linear_backward dx");
+    gemm_bf16(be, *dx, dy16, false, W, false, Epilogue::None, nullptr, nullptr, 1.0f,
+              accumulate_dx ? 1.0f : 0.0f);
   }
 }
 
@@ -33,6 +55,12 @@ void matmul(Backend& be, Tensor& C, const Tensor& A, bool transA, const Tensor& 
   int64_t N = transB ? B.dim(0) : B.dim(1);
   TANDEM_CHECK(K == Kb && C.dim(0) == M && C.dim(1) == N,
                "matmul shapes: op(A)=[{},{}] op(B)=[{},{}] C={}", M, K, Kb, N, shape_str(C.shape()));
+  if (is_bf16(A) || is_bf16(B)) {
+    TANDEM_CHECK(is_bf16(A) && is_bf16(B), "matmul: operands {} and {} mix bf16 and another dtype",
+                 A.describe(), B.describe());
+    gemm_bf16(be, C, A, transA, B, transB, Epilogue::None, nullptr, nullptr, alpha, beta);
+    return;
+  }
   gemm(be, transA, transB, M, N, K, alpha, A.f32(), A.dim(1), B.f32(), B.dim(1), beta, C.f32(),
        C.dim(1));
 }
@@ -46,6 +74,10 @@ void linear_forward(Backend& be, Tensor& y, const Tensor& x, const Tensor& W, co
   TANDEM_CHECK(W.dim(1) == in, "linear: x {} does not match W {}", shape_str(x.shape()),
                shape_str(W.shape()));
   check_shape(y, {N, out}, "linear y");
+  if (is_bf16(W)) {
+    linear_forward_bf16(be, y, x, W, b);
+    return;
+  }
   if (on_cpu(be) && N <= cpu::kSkinnyRows) {  // decode: stream W once (kernels/matmul.h)
     if (b) {
       check_device(be, *b, "linear b");
@@ -65,6 +97,10 @@ void linear_backward(Backend& be, Tensor* dx, Tensor& dW, Tensor* db, const Tens
   check_shape(dW, {out, in}, "linear_backward dW");
   check_device(be, dy, "linear_backward dy");
   check_device(be, dW, "linear_backward dW");
+  if (is_bf16(W)) {
+    linear_backward_bf16(be, dx, dW, db, dy, x, W, accumulate_dx);
+    return;
+  }
   // dW[out,in] += dy^T[out,N] @ x[N,in]
   gemm(be, true, false, out, in, N, 1.0f, dy.f32(), out, x.f32(), in, 1.0f, dW.f32(), in);
   if (db) bias_backward(be, *db, dy);
@@ -90,6 +126,12 @@ void bias_backward(Backend& be, Tensor& db, const Tensor& dy) {
   check_device(be, dy, "bias_backward dy");
   int64_t C = dy.dim(-1), N = dy.numel() / C;
   check_shape(db, {C}, "bias_backward db");
+  if (is_bf16(dy)) {
+    const bf16* g = dy.data<bf16>();
+    if (on_cpu(be)) cpu::bias_backward_bf16(db.f32(), g, N, C);
+    else TANDEM_CUDA_DISPATCH(be, cuda::bias_backward_bf16(TANDEM_CUDA_CTX(be), db.f32(), g, N, C));
+    return;
+  }
   if (on_cpu(be)) cpu::bias_backward(db.f32(), dy.f32(), N, C);
   else TANDEM_CUDA_DISPATCH(be, cuda::bias_backward(TANDEM_CUDA_CTX(be), db.f32(), dy.f32(), N, C));
 }

@@ -104,6 +104,8 @@ const std::vector<KeySpec>& schema() {
        .range = at_least(1)},
       {.path = "train.device", .field = TANDEM_FIELD(train.device),
        .choices = {"cpu", "cuda", "auto"}},
+      {.path = "train.precision", .field = TANDEM_FIELD(train.precision),
+       .choices = {"fp32", "bf16"}},
       {.path = "train.threads", .field = TANDEM_FIELD(train.threads), .range = at_least(0)},
       {.path = "train.stop_after", .field = TANDEM_FIELD(train.stop_after), .range = at_least(0)},
       // The keys of a group stay contiguous (config_to_yaml writes one nested mapping per group).

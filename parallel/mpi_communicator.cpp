@@ -360,6 +360,7 @@ class MpiCommunicator final : public Communicator {
       case DType::F32: return MPI_FLOAT;
       case DType::I32: return MPI_INT32_T;
       case DType::U16: return MPI_UINT16_T;
+      case DType::BF16: return MPI_UINT16_T;  // moved as bytes; reductions refuse it
     }
     return MPI_BYTE;
   }

@@ -116,11 +116,10 @@ fi
 
 # ---------------------------------------------------------------- HOOK(gpu-bf16): bf16_track
 # The 100-step bf16 track of branch gpu-bf16 runs when the kit holds scripts/bf16_track.sh
-# (build_kit.sh packs bench/gpu/bf16_track.sh when it exists). The script's contract: it is
-# run as `bash scripts/bf16_track.sh OUTDIR/bf16_track` from the kit's folder, with KIT,
-# OUTDIR, TANDEM_BIN (bin/tandem), MPIRUN_CMD (the orterun command line) and the kit's
-# LD_LIBRARY_PATH in its environment, within BF16_TRACK_S seconds; exit 0: PASS, 77: SKIPPED,
-# anything else: FAIL; its last output line is the part's detail.
+# (build_kit.sh packs bench/gpu/bf16_track.sh). Its contract (see its header): run from the
+# kit's folder as `bf16_track.sh KIT OUTDIR/bf16_track` with LAUNCH (the orterun command line,
+# one rank) and TIMEOUT (seconds per run; two runs) in its environment, within BF16_TRACK_S
+# seconds; exit 0: PASS, 77: SKIPPED, anything else: FAIL; its last line is the result.
 BF16_TRACK=$KIT/scripts/bf16_track.sh
 if [ ! -f "$BF16_TRACK" ]; then
   record bf16_track SKIPPED 0 "hook: this kit has no scripts/bf16_track.sh (branch gpu-bf16)"
@@ -128,8 +127,8 @@ elif [ $HAVE_GPU = 0 ] || [ $ENV_OK = 0 ]; then
   record bf16_track SKIPPED 0 "$([ $HAVE_GPU = 0 ] && echo 'no GPU' || echo 'environment check failed')"
 else
   mkdir -p "$OUTDIR/bf16_track"
-  export TANDEM_BIN=$KIT/bin/tandem MPIRUN_CMD="${MPIRUN[*]}"
-  bounded bf16_track "${BF16_TRACK_S:-120}" bash "$BF16_TRACK" "$OUTDIR/bf16_track"
+  bounded bf16_track "${BF16_TRACK_S:-150}" env LAUNCH="${MPIRUN[*]} -np 1" TIMEOUT=70 \
+    bash "$BF16_TRACK" "$KIT" "$OUTDIR/bf16_track"
   last=$(grep -v '^\$ ' "$OUTDIR/bf16_track.log" | tail -1 | cut -c1-200)
   case $RC in
     0) record bf16_track PASS "$DT" "$last";;

@@ -7,9 +7,13 @@
 // and din == dout is allowed.
 // backward: gelu'(x) = s + 2 x s (1 - s) u'(x), with s = sigmoid(2u) and
 //           u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+// forward_bf16: the fp32 forward of the widened input (exact), rounded to bf16.
 #include "kernels/gelu.h"
 
 #include <cstdint>
+#include <vector>
+
+#include "kernels/cast.h"
 
 #include "kernels/cpu/simd.h"
 
@@ -51,6 +55,13 @@ void gelu_forward(float* out, const float* in, int64_t n) {
   for_each_vector(n, [=](int64_t i, int64_t len) {
     simd::store_n(out + i, gelu_v(simd::load_n(in + i, len, 0.0f)), len);
   });
+}
+
+void gelu_forward_bf16(bf16* out, const bf16* in, int64_t n) {
+  std::vector<float> wide(static_cast<size_t>(n));
+  bf16_to_f32(wide.data(), in, n);
+  gelu_forward(wide.data(), wide.data(), n);
+  f32_to_bf16(out, wide.data(), n);
 }
 
 void gelu_backward(float* din, const float* in, const float* dout, int64_t n) {

@@ -4,6 +4,7 @@
 // biased variance (as PyTorch), out = (x - mean) * rstd * weight + bias. Rows run in parallel.
 // backward ACCUMULATES into din, dweight and dbias (+=). dweight/dbias are summed per thread
 // over a static row split and reduced in thread order, so results do not depend on timing.
+// forward_bf16: each row exactly as forward computes it, then rounded to bf16.
 #include "kernels/layernorm.h"
 
 #include <omp.h>
@@ -35,6 +36,20 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* in, co
     for (int64_t c = 0; c < C; ++c) o[c] = (x[c] - m) * r * weight[c] + bias[c];
     mean[n] = m;
     rstd[n] = r;
+  }
+}
+
+void layernorm_forward_bf16(bf16* out, float* mean, float* rstd, const float* in,
+                            const float* weight, const float* bias, int64_t N, int64_t C, float eps) {
+  TANDEM_CHECK(N >= 0 && C > 0, "layernorm_forward_bf16 sizes N {} C {}", N, C);
+#pragma omp parallel if (N * C >= (1 << 14))
+  {
+    std::vector<float> row(static_cast<size_t>(C));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      layernorm_forward(row.data(), mean + n, rstd + n, in + n * C, weight, bias, 1, C, eps);
+      for (int64_t c = 0; c < C; ++c) out[n * C + c] = f32_to_bf16(row[c]);
+    }
   }
 }
 

@@ -7,6 +7,7 @@
 // its own thread pool, and nesting it under OpenMP oversubscribes the cores.
 // add_bias: y[n, c] += b[c].  bias_backward: db[c] += sum_n dy[n, c], summed in a fixed
 // order for a given thread count (per-thread partial sums, reduced in thread order).
+// bias_backward_bf16: the same sums over dy widened to fp32 (exact), in the same order.
 #include "kernels/matmul.h"
 
 #include <cblas.h>
@@ -16,6 +17,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cast.h"
 #include "runtime/core/error.h"
 
 namespace tandem::kernels::cpu {
@@ -85,6 +87,12 @@ void bias_backward(float* db, const float* dy, int64_t N, int64_t C) {
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) db[c] += p[c];
   }
+}
+
+void bias_backward_bf16(float* db, const bf16* dy, int64_t N, int64_t C) {
+  std::vector<float> wide(static_cast<size_t>(N * C));
+  bf16_to_f32(wide.data(), dy, N * C);
+  bias_backward(db, wide.data(), N, C);
 }
 
 }  // namespace tandem::kernels::cpu

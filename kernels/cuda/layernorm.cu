@@ -5,8 +5,9 @@
 // Backward ACCUMULATES: din += rstd (dnorm - mean(dnorm) - norm mean(dnorm norm)) with
 // dnorm = dout * weight, norm = (in - mean) rstd; dweight += colsum(dout norm);
 // dbias += colsum(dout). Row work: one warp per row. Parameter gradients: deterministic column
-// sums (colsum.cuh), no atomics.
+// sums (colsum.cuh), no atomics. forward_bf16: the same kernel storing out rounded to bf16.
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/colsum.cuh"
 #include "kernels/layernorm.h"
 
@@ -18,7 +19,8 @@ namespace {
 
 constexpr int kRowsPerBlock = 8;  // warps per block, one row each
 
-__global__ void layernorm_forward_kernel(float* __restrict__ out, float* __restrict__ mean,
+template <class OutT>
+__global__ void layernorm_forward_kernel(OutT* __restrict__ out, float* __restrict__ mean,
                                          float* __restrict__ rstd, const float* __restrict__ in,
                                          const float* __restrict__ weight,
                                          const float* __restrict__ bias, int64_t N, int64_t C,
@@ -37,8 +39,8 @@ __global__ void layernorm_forward_kernel(float* __restrict__ out, float* __restr
   }
   const float var = warp_sum(v) / static_cast<float>(C);
   const float r = 1.0f / sqrtf(var + eps);
-  float* o = out + row * C;
-  for (int64_t c = lane; c < C; c += kWarp) o[c] = (x[c] - m) * r * weight[c] + bias[c];
+  OutT* o = out + row * C;
+  for (int64_t c = lane; c < C; c += kWarp) store_as(o + c, (x[c] - m) * r * weight[c] + bias[c]);
   if (lane == 0) {
     mean[row] = m;
     rstd[row] = r;
@@ -96,9 +98,19 @@ void layernorm_forward(CudaContext& ctx, float* out, float* mean, float* rstd, c
                        const float* weight, const float* bias, int64_t N, int64_t C, float eps) {
   if (N <= 0) return;
   TANDEM_CHECK(C > 0, "layernorm over {} columns", C);
-  layernorm_forward_kernel<<<ceil_div_u(N, kRowsPerBlock), kRowsPerBlock * kWarp, 0,
-                             ctx.stream>>>(out, mean, rstd, in, weight, bias, N, C, eps);
+  layernorm_forward_kernel<float><<<ceil_div_u(N, kRowsPerBlock), kRowsPerBlock * kWarp, 0,
+                                    ctx.stream>>>(out, mean, rstd, in, weight, bias, N, C, eps);
   TANDEM_LAUNCH_CHECK("layernorm_forward_kernel");
+}
+
+void layernorm_forward_bf16(CudaContext& ctx, bf16* out, float* mean, float* rstd, const float* in,
+                            const float* weight, const float* bias, int64_t N, int64_t C, float eps) {
+  if (N <= 0) return;
+  TANDEM_CHECK(C > 0, "layernorm over {} columns", C);
+  layernorm_forward_kernel<__nv_bfloat16><<<ceil_div_u(N, kRowsPerBlock), kRowsPerBlock * kWarp, 0,
+                                            ctx.stream>>>(dev(out), mean, rstd, in, weight, bias, N,
+                                                          C, eps);
+  TANDEM_LAUNCH_CHECK("layernorm_forward_kernel<bf16>");
 }
 
 void layernorm_backward(CudaContext& ctx, float* din, float* dweight, float* dbias,

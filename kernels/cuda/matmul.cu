@@ -5,8 +5,10 @@
 // is the column-major X^T with the same ld, hence the call swaps A/B and M/N and keeps the
 // transpose flags. K == 0 gives C = beta C (C = 0 when beta == 0, as BLAS). The handle's
 // math mode (set by the backend) is CUBLAS_DEFAULT_MATH: plain fp32, parity with the CPU.
-// add_bias: y[N,C] += b[C]. bias_backward: db[C] += colsum(dy) (deterministic, colsum.cuh).
+// add_bias: y[N,C] += b[C]. bias_backward: db[C] += colsum(dy) (deterministic, colsum.cuh);
+// bias_backward_bf16 the same over a bf16 dy, summed in fp32. The bf16 GEMM: matmul_lt.cu.
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/bf16.cuh"
 #include "kernels/cuda/colsum.cuh"
 #include "kernels/matmul.h"
 
@@ -48,10 +50,13 @@ __global__ void add_bias_vec4_kernel(float4* y, const float4* __restrict__ b, in
   }
 }
 
+template <class T>
 struct DyColumn {
-  const float* dy;
+  const T* dy;
   int64_t C;
-  __device__ void operator()(int64_t r, int64_t c, float* acc) const { acc[0] += dy[r * C + c]; }
+  __device__ void operator()(int64_t r, int64_t c, float* acc) const {
+    acc[0] += load_f32(dy + r * C + c);
+  }
 };
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -103,7 +108,12 @@ void add_bias(CudaContext& ctx, float* y, const float* b, int64_t N, int64_t C) 
 
 void bias_backward(CudaContext& ctx, float* db, const float* dy, int64_t N, int64_t C) {
   ColDst<1> dst{{db}};
-  col_accumulate<1>(ctx, N, C, DyColumn{dy, C}, dst);
+  col_accumulate<1>(ctx, N, C, DyColumn<float>{dy, C}, dst);
+}
+
+void bias_backward_bf16(CudaContext& ctx, float* db, const bf16* dy, int64_t N, int64_t C) {
+  ColDst<1> dst{{db}};
+  col_accumulate<1>(ctx, N, C, DyColumn<__nv_bfloat16>{dev(dy), C}, dst);
 }
 
 }  // namespace tandem::kernels::cuda

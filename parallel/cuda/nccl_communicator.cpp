@@ -310,7 +310,9 @@ class NcclCommunicator final : public Communicator {
                  name_, op, pn, rank_, wn, want, static_cast<const char*>(part.raw()) - base);
   }
 
-  static ncclDataType_t nccl_type(DType d) { return d == DType::I32 ? ncclInt32 : ncclFloat32; }
+  static ncclDataType_t nccl_type(DType d) {
+    return d == DType::I32 ? ncclInt32 : d == DType::BF16 ? ncclBfloat16 : ncclFloat32;
+  }
 
   // Every rank publishes "host|bus id"; a repeat means two ranks of this group share a GPU.
   void check_distinct_gpus() {

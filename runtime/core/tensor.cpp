@@ -10,6 +10,7 @@ size_t dtype_size(DType t) {
     case DType::F32: return 4;
     case DType::I32: return 4;
     case DType::U16: return 2;
+    case DType::BF16: return 2;
   }
   return 0;
 }
@@ -19,6 +20,7 @@ const char* dtype_name(DType t) {
     case DType::F32: return "f32";
     case DType::I32: return "i32";
     case DType::U16: return "u16";
+    case DType::BF16: return "bf16";
   }
   return "?";
 }

@@ -12,11 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "runtime/core/bf16.h"
 #include "runtime/core/error.h"
 
 namespace tandem {
 
-enum class DType : uint8_t { F32, I32, U16 };
+enum class DType : uint8_t { F32, I32, U16, BF16 };  // BF16: runtime/core/bf16.h
 enum class DeviceKind : uint8_t { CPU, CUDA };
 
 size_t dtype_size(DType t);
@@ -27,6 +28,7 @@ template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
 template <> constexpr DType dtype_of<uint16_t>() { return DType::U16; }
+template <> constexpr DType dtype_of<bf16>() { return DType::BF16; }
 
 using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& s);

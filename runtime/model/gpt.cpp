@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "kernels/cast.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
@@ -62,8 +63,9 @@ std::vector<ParamSpec> Gpt::stage_specs(const ModelOptions& opt, const StageLayo
 }
 
 Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
-         Recompute recompute, int64_t flat_pad, bool with_grads)
-    : be_(be), opt_(opt), stage_(stage), tp_(tp), recompute_(recompute), store_(be) {
+         Recompute recompute, int64_t flat_pad, bool with_grads, Precision precision)
+    : be_(be), opt_(opt), stage_(stage), tp_(tp), recompute_(recompute), precision_(precision),
+      store_(be) {
   if (stage_.num_layers < 0) stage_.num_layers = opt.layers - stage_.first_layer;
   TANDEM_CHECK(stage_.first_layer >= 0 && stage_.first_layer + stage_.num_layers <= opt.layers,
                "stage layers [{}, {}) outside the model's {} layers", stage_.first_layer,
@@ -82,9 +84,10 @@ Gpt::Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communi
     else store_.add(std::move(sp));
   }
   for (int l = 0; l < stage_.num_layers; ++l)
-    blocks_.push_back(std::make_unique<TransformerBlock>(store_, opt, stage_.first_layer + l, tp));
+    blocks_.push_back(
+        std::make_unique<TransformerBlock>(store_, opt, stage_.first_layer + l, tp, precision));
   for (ParamSpec& sp : head) store_.add(std::move(sp));
-  store_.finalize(flat_pad, with_grads);
+  store_.finalize(flat_pad, with_grads, precision == Precision::BF16);
   for (size_t l = 0; l < blocks_.size(); ++l) {
     blocks_[l]->bind();
     block_offsets_.push_back(store_.get(fmt::format("h.{}.ln1.w", stage_.first_layer + l)).offset);
@@ -118,11 +121,11 @@ Tensor Gpt::embed(const Tensor& ids, const Tensor& pos) {
 }
 
 int64_t Gpt::activation_bytes(int64_t b, int64_t T) const {
-  int64_t per_token = TransformerBlock::saved_floats_per_token(opt_, tp_.size(), T, recompute_,
-                                                               be_.kind()) *
+  int64_t per_token = TransformerBlock::saved_bytes_per_token(opt_, tp_.size(), T, recompute_,
+                                                              precision_, be_.kind()) *
                       static_cast<int64_t>(blocks_.size());
-  if (stage_.has_head) per_token += 2 * opt_.dim + 2;  // lnf input gradient and stats
-  return per_token * b * T * 4;
+  if (stage_.has_head) per_token += 4 * (2 * opt_.dim + 2);  // lnf input gradient and stats
+  return per_token * b * T;
 }
 
 std::unique_ptr<StageState> Gpt::forward(int64_t b, int64_t T, const int32_t* tokens,
@@ -162,12 +165,16 @@ std::unique_ptr<StageState> Gpt::forward(int64_t b, int64_t T, const int32_t* to
 
 void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool train, float scale) {
   const int64_t N = st.b * st.T, C = opt_.dim;
-  Tensor lnf = be_.empty({N, C}), mean = be_.empty({N}), rstd = be_.empty({N});
+  // Mixed precision: lnf (the logits GEMM's input) in bf16, wte's bf16 copy; logits fp32.
+  const bool bf16 = precision_ == Precision::BF16 && targets != nullptr;
+  Tensor lnf = be_.empty({N, C}, bf16 ? DType::BF16 : DType::F32);
+  Tensor mean = be_.empty({N}), rstd = be_.empty({N});
   k::layernorm_forward(be_, lnf, mean, rstd, x, lnf_w_->value, lnf_b_->value);
   if (targets == nullptr) {  // inference without a cache: hand the normalized state out
     st.output = lnf;
     return;
   }
+  const Tensor& W = bf16 ? wte_->value_bf16 : wte_->value;
   Tensor tgt = device_ids(targets, N);
   Tensor dlnf = train ? be_.zeros({N, C}) : Tensor();
   // Row chunks bound the live logits to ~32 MB whatever the batch (and each chunk's matmuls
@@ -179,6 +186,7 @@ void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool tra
   Tensor rowmax_buf = be_.empty({chunk});
   Tensor losses_buf = be_.empty({chunk});
   Tensor losses_host = be_.host_empty({chunk});
+  Tensor dlogits16_buf = bf16 && train ? be_.empty({chunk, Vl_}, DType::BF16) : Tensor();
   double loss_sum = 0.0;
   for (int64_t r0 = 0; r0 < N; r0 += chunk) {
     const int64_t n = std::min(chunk, N - r0);
@@ -188,7 +196,7 @@ void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool tra
     Tensor rowmax = rowmax_buf.rows(0, n);
     Tensor stats = stats_buf.view({2 * chunk}).rows(0, 2 * n).view({2, n});
     Tensor sumexp = stats.rows(0, 1).view({n}), tlogit = stats.rows(1, 2).view({n});
-    k::matmul(be_, logits, xs, false, wte_->value, true);
+    k::matmul(be_, logits, xs, false, W, true);
     if (boundary_hook_) boundary_hook_(Boundary::HeadChunk);  // each head matmul is its own span
     k::xent_row_max(be_, rowmax, logits, vocab_begin_, opt_.vocab);
     tp_.all_reduce(rowmax, ReduceOp::Max);
@@ -205,10 +213,15 @@ void Gpt::head(StageState& st, const Tensor& x, const int32_t* targets, bool tra
     for (int64_t i = 0; i < n; ++i) loss_sum += lh.f32()[i];
     if (!train) continue;
     k::xent_backward(be_, logits, logits, rowmax, sumexp, ts, vocab_begin_, opt_.vocab, scale);
+    Tensor dl = logits;  // fp32 dlogits; rounded once for both GEMMs under mixed precision
+    if (bf16) {
+      dl = dlogits16_buf.rows(0, n);
+      k::cast(be_, dl, logits);
+    }
     Tensor dxs = dlnf.rows(r0, r0 + n);
-    k::matmul(be_, dxs, logits, false, wte_->value, false);                     // dx = dlogits W
+    k::matmul(be_, dxs, dl, false, W, false);                                   // dx = dlogits W
     if (boundary_hook_) boundary_hook_(Boundary::HeadChunk);
-    k::matmul(be_, wte_->grad, logits, true, xs, false, 1.0f, 1.0f);            // dW += dlogits^T x
+    k::matmul(be_, wte_->grad, dl, true, xs, false, 1.0f, 1.0f);                // dW += dlogits^T x
     if (boundary_hook_) boundary_hook_(Boundary::HeadChunk);
   }
   st.loss_sum = loss_sum;

@@ -9,6 +9,12 @@
 // backward() consumes. The head computes the loss and, when training, its own backward right
 // away in row chunks, so full logits are never stored (with tp > 1 a rank only ever holds its
 // vocabulary shard of them). Parameter gradients accumulate (+=) across micro-batches.
+// Precision::BF16: the blocks run as gpt_block.h says; the head multiplies the final LayerNorm
+// output (rounded to bf16) with wte's bf16 copy into fp32 logits, so softmax, loss and the
+// logit gradient stay fp32 (the gradient is rounded to bf16 for its two GEMMs); the embedding
+// lookups read the fp32 wte/wpe. The parameter store then keeps a bf16 copy of the weights:
+// refresh_bf16() after writing the fp32 values. next_token_logits' head and the cached
+// inference paths are fp32.
 #pragma once
 
 #include <functional>
@@ -48,7 +54,8 @@ class Gpt {
   // data-parallel size, so gradient buckets split evenly over dp ranks).
   // with_grads = false: an inference-only stage (no gradient buffer; backward must not run).
   Gpt(Backend& be, const ModelOptions& opt, const StageLayout& stage, Communicator& tp,
-      Recompute recompute, int64_t flat_pad = 1, bool with_grads = true);
+      Recompute recompute, int64_t flat_pad = 1, bool with_grads = true,
+      Precision precision = Precision::F32);
 
   // The parameters a stage registers, in registration order, as tp rank `rank` of `parts`
   // holds them: a pure function of the options (Gpt's constructor registers exactly these).
@@ -59,7 +66,8 @@ class Gpt {
   const ModelOptions& options() const { return opt_; }
   const StageLayout& stage() const { return stage_; }
   Backend& backend() { return be_; }
-  void init(uint64_t seed) { store_.init(seed); }
+  Precision precision() const { return precision_; }
+  void init(uint64_t seed) { store_.init(seed); }  // also refreshes the bf16 copy
 
   // tokens/targets: host int32 [b*T]. The embedding stage reads tokens; other stages read
   // `input` [b*T, C]. The head stage reads targets (nullptr: no loss) and, when `train`,
@@ -120,6 +128,7 @@ class Gpt {
   StageLayout stage_;
   Communicator& tp_;
   Recompute recompute_;
+  Precision precision_;
   ParamStore store_;
   std::vector<std::unique_ptr<TransformerBlock>> blocks_;
   std::vector<int64_t> block_offsets_;  // flat offset of each local block's first parameter

@@ -71,8 +71,9 @@ std::vector<ParamSpec> TransformerBlock::param_specs(const ModelOptions& opt, in
 }
 
 TransformerBlock::TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer,
-                                   Communicator& tp)
-    : store_(store), be_(store.backend()), opt_(opt), layer_(layer), tp_(tp) {
+                                   Communicator& tp, Precision precision)
+    : store_(store), be_(store.backend()), opt_(opt), layer_(layer), tp_(tp),
+      bf16_(precision == Precision::BF16), act_(bf16_ ? DType::BF16 : DType::F32) {
   const int parts = tp.size();
   C_ = opt.dim;
   Hl_ = opt.heads / parts;
@@ -81,6 +82,8 @@ TransformerBlock::TransformerBlock(ParamStore& store, const ModelOptions& opt, i
 }
 
 void TransformerBlock::bind() {
+  TANDEM_CHECK(!bf16_ || store_.has_bf16(),
+               "block {}: bf16 precision needs the parameter store's bf16 copy", layer_);
   const std::string p = fmt::format("h.{}.", layer_);
   auto g = [&](const char* n) { return &store_.get(p + n); };
   w_ = W{g("ln1.w"),      g("ln1.b"),     g("attn.qkv.w"), g("attn.qkv.b"),
@@ -88,30 +91,32 @@ void TransformerBlock::bind() {
          g("mlp.fc.w"),    g("mlp.fc.b"),    g("mlp.proj.w"), g("mlp.proj.b")};
 }
 
-int64_t TransformerBlock::saved_floats_per_token(const ModelOptions& opt, int tp, int64_t T,
-                                                 Recompute mode, DeviceKind device) {
+int64_t TransformerBlock::saved_bytes_per_token(const ModelOptions& opt, int tp, int64_t T,
+                                                Recompute mode, Precision precision, DeviceKind device) {
   const int64_t C = opt.dim, Cl = C / tp, Hl = opt.heads / tp;
-  if (mode == Recompute::Full) return C;
-  int64_t f = 4 * C + 3 * Cl + Cl + Hl + 4 + 4 * Cl;  // x ln1 x1 ln2, qkv, att, lse, stats, fc
+  if (mode == Recompute::Full) return 4 * C;
+  const int64_t act = precision == Precision::BF16 ? 2 : 4;  // GEMM inputs: ln1, ln2, fc, gelu
+  int64_t f32 = 2 * C + 3 * Cl + Cl + Hl + 4;  // x x1, qkv, att, lse, LayerNorm stats
+  int64_t low = 2 * C + 4 * Cl;                // ln1 ln2, fc
   if (mode == Recompute::None) {
-    f += 4 * Cl;                                                  // gelu output
-    if (k::attention_backward_reads_probs(device)) f += Hl * T;  // probabilities
+    if (k::attention_backward_reads_probs(device)) f32 += Hl * T;  // probabilities
+    low += 4 * Cl;                                                  // gelu output
   }
-  return f;
+  return 4 * f32 + act * low;
 }
 
 void TransformerBlock::layernorm(const Tensor& x, const Param& w, const Param& b, Tensor& out,
                                  Tensor& mean, Tensor& rstd) {
   const int64_t N = x.dim(0);
-  out = be_.empty({N, C_});
+  out = be_.empty({N, C_}, act_);
   mean = be_.empty({N});
   rstd = be_.empty({N});
   k::layernorm_forward(be_, out, mean, rstd, x, w.value, b.value);
 }
 
-void TransformerBlock::row_parallel_residual(Tensor& out, const Tensor& in, const Param& w,
+void TransformerBlock::row_parallel_residual(Tensor& out, const Tensor& in, const Tensor& w,
                                              const Param& b, const Tensor& residual) {
-  k::linear_forward(be_, out, in, w.value, nullptr);  // partial sum over this rank's inputs
+  k::linear_forward(be_, out, in, w, nullptr);  // partial sum over this rank's inputs
   tp_.all_reduce(out);
   k::add_bias(be_, out, b.value);  // once, after the reduction
   k::add_inplace(be_, out, residual);
@@ -123,7 +128,7 @@ void TransformerBlock::forward_into(const Tensor& x, int64_t b, int64_t T, bool 
   s.x = x;
   layernorm(x, *w_.ln1_w, *w_.ln1_b, s.ln1, s.mean1, s.rstd1);
   s.qkv = be_.empty({N, 3 * Cl_});
-  k::linear_forward(be_, s.qkv, s.ln1, w_.qkv_w->value, &w_.qkv_b->value);
+  k::linear_forward(be_, s.qkv, s.ln1, gemm_weight(*w_.qkv_w), &w_.qkv_b->value);  // fp32 out
   Tensor att3 = be_.empty({b, T, Cl_});
   s.att = att3.view({N, Cl_});
   s.lse = be_.empty({b, Hl_, T});
@@ -131,17 +136,16 @@ void TransformerBlock::forward_into(const Tensor& x, int64_t b, int64_t T, bool 
   k::attention_forward(be_, att3, s.lse, keep_probs ? &s.probs : nullptr, s.qkv.view({b, T, 3 * Cl_}),
                        Hl_);
   Tensor x1 = be_.empty({N, C_});
-  row_parallel_residual(x1, s.att, *w_.proj_w, *w_.proj_b, x);
+  row_parallel_residual(x1, s.att, gemm_weight(*w_.proj_w), *w_.proj_b, x);
   s.x1 = x1;
   layernorm(x1, *w_.ln2_w, *w_.ln2_b, s.ln2, s.mean2, s.rstd2);
-  s.fc = be_.empty({N, 4 * Cl_});
-  k::linear_forward(be_, s.fc, s.ln2, w_.fc_w->value, &w_.fc_b->value);
-  Tensor g = be_.empty({N, 4 * Cl_});
-  k::gelu_forward(be_, g, s.fc);
+  s.fc = be_.empty({N, 4 * Cl_}, act_);
+  Tensor g = be_.empty({N, 4 * Cl_}, act_);
+  k::linear_gelu_forward(be_, g, s.fc, s.ln2, gemm_weight(*w_.fc_w), gemm_weight(*w_.fc_b));
   if (keep_gelu) s.gelu = g;
   s.complete = true;
   if (!x2.defined()) return;  // recompute for backward: the block output is not needed
-  row_parallel_residual(x2, g, *w_.fcp_w, *w_.fcp_b, x1);
+  row_parallel_residual(x2, g, gemm_weight(*w_.fcp_w), *w_.fcp_b, x1);
 }
 
 Tensor TransformerBlock::forward(const Tensor& x, int64_t b, int64_t T, Recompute mode,
@@ -181,13 +185,13 @@ Tensor TransformerBlock::forward_cached(const Tensor& x, const InferBatchDevice&
   k::kv_attention_forward(be_, att, qkv, kc, vc, batch.block_table, batch.q_start, batch.ctx_len,
                           Hl_);
   Tensor x1 = rows(C_);
-  row_parallel_residual(x1, att, *w_.proj_w, *w_.proj_b, x);
+  row_parallel_residual(x1, att, w_.proj_w->value, *w_.proj_b, x);
   k::layernorm_forward(be_, ln, mean, rstd, x1, w_.ln2_w->value, w_.ln2_b->value);
   Tensor fc = rows(4 * Cl_);
   k::linear_forward(be_, fc, ln, w_.fc_w->value, &w_.fc_b->value);
   k::gelu_forward(be_, fc, fc);
   Tensor x2 = rows(C_);
-  row_parallel_residual(x2, fc, *w_.fcp_w, *w_.fcp_b, x1);
+  row_parallel_residual(x2, fc, w_.fcp_w->value, *w_.fcp_b, x1);
   return x2;
 }
 
@@ -210,15 +214,15 @@ Tensor TransformerBlock::backward(const Tensor& dout, int64_t b, int64_t T, Bloc
   // MLP branch: x2 = x1 + fc_proj(gelu(fc(ln2(x1))))
   Tensor g = s.gelu;
   if (!g.defined()) {
-    g = be_.empty({N, 4 * Cl_});
+    g = be_.empty({N, 4 * Cl_}, act_);
     k::gelu_forward(be_, g, s.fc);
   }
-  Tensor dfc = be_.empty({N, 4 * Cl_});
-  k::linear_backward(be_, &dfc, w_.fcp_w->grad, &w_.fcp_b->grad, dx, g, w_.fcp_w->value);
+  Tensor dfc = be_.empty({N, 4 * Cl_}, act_);  // d(fc), through fc_proj and the GELU
+  k::linear_backward_dgelu(be_, dfc, w_.fcp_w->grad, w_.fcp_b->grad, dx, g, gemm_weight(*w_.fcp_w),
+                           s.fc);
   g = Tensor();
-  k::gelu_backward(be_, dfc, s.fc, dfc);
   Tensor dln = be_.empty({N, C_});
-  k::linear_backward(be_, &dln, w_.fc_w->grad, &w_.fc_b->grad, dfc, s.ln2, w_.fc_w->value);
+  k::linear_backward(be_, &dln, w_.fc_w->grad, &w_.fc_b->grad, dfc, s.ln2, gemm_weight(*w_.fc_w));
   dfc = Tensor();
   tp_.all_reduce(dln);
   k::layernorm_backward(be_, dx, w_.ln2_w->grad, w_.ln2_b->grad, dln, s.x1, w_.ln2_w->value, s.mean2,
@@ -226,13 +230,15 @@ Tensor TransformerBlock::backward(const Tensor& dout, int64_t b, int64_t T, Bloc
 
   // Attention branch: x1 = x + proj(attn(ln1(x)))
   Tensor datt = be_.empty({N, Cl_});
-  k::linear_backward(be_, &datt, w_.proj_w->grad, &w_.proj_b->grad, dx, s.att, w_.proj_w->value);
+  k::linear_backward(be_, &datt, w_.proj_w->grad, &w_.proj_b->grad, dx, s.att,
+                     gemm_weight(*w_.proj_w));
   Tensor dqkv = be_.empty({b, T, 3 * Cl_});
   k::attention_backward(be_, dqkv, datt.view({b, T, Cl_}), s.qkv.view({b, T, 3 * Cl_}),
                         s.att.view({b, T, Cl_}), s.lse, s.probs.defined() ? &s.probs : nullptr, Hl_);
   datt = Tensor();
   Tensor dqkv2 = dqkv.view({N, 3 * Cl_});
-  k::linear_backward(be_, &dln, w_.qkv_w->grad, &w_.qkv_b->grad, dqkv2, s.ln1, w_.qkv_w->value);
+  k::linear_backward(be_, &dln, w_.qkv_w->grad, &w_.qkv_b->grad, dqkv2, s.ln1,
+                     gemm_weight(*w_.qkv_w));
   tp_.all_reduce(dln);
   k::layernorm_backward(be_, dx, w_.ln1_w->grad, w_.ln1_b->grad, dln, s.x, w_.ln1_w->value, s.mean1,
                         s.rstd1);

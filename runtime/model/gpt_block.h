@@ -16,6 +16,14 @@
 // Tensor parallelism follows Megatron: column-parallel qkv/fc (identity forward, all-reduce
 // of the input gradient), row-parallel proj/fc_proj (all-reduce of the output, bias added
 // after). With a tp group of one these reductions are no-ops.
+// Precision::BF16 (mixed precision, docs/architecture.md): the four linear layers multiply bf16
+// operands with fp32 accumulation, reading the store's bf16 weight copy. Stored in bf16 (GEMM
+// inputs only): ln1, ln2, fc (the GELU input) and gelu. Kept fp32: the residual stream x, x1,
+// x2 and every gradient flowing along it (tp/pp communication unchanged), LayerNorm statistics,
+// qkv, att, lse and probs (the attention kernels are fp32), and every parameter gradient.
+// The MLP runs fc + bias + GELU as one fused GEMM epilogue and fc_proj's input gradient with
+// the GELU derivative fused (kernels/matmul.h). The fp32 path runs exactly the ops it always ran.
+// Inference (forward_cached) is always fp32, from the fp32 master weights.
 #pragma once
 
 #include <string>
@@ -39,7 +47,8 @@ struct BlockSaved {
 class TransformerBlock {
  public:
   // Registers this block's parameters (names "h.<layer>.*") in `store`.
-  TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer, Communicator& tp);
+  TransformerBlock(ParamStore& store, const ModelOptions& opt, int layer, Communicator& tp,
+                   Precision precision = Precision::F32);
   void bind();  // after store.finalize(): resolve parameter tensors
   // The parameters of block `layer` as tp rank `rank` of `parts` holds them (a pure function).
   static std::vector<ParamSpec> param_specs(const ModelOptions& opt, int layer, int parts, int rank);
@@ -57,9 +66,10 @@ class TransformerBlock {
   // Releases `saved`.
   Tensor backward(const Tensor& dout, int64_t b, int64_t T, BlockSaved& saved);
 
-  // Floats kept per token by forward() for a recompute mode on `device` (for memory reports).
-  static int64_t saved_floats_per_token(const ModelOptions& opt, int tp, int64_t T, Recompute mode,
-                                        DeviceKind device);
+  // Activation bytes kept per token by forward() for a recompute mode, precision and device
+  // (for memory reports).
+  static int64_t saved_bytes_per_token(const ModelOptions& opt, int tp, int64_t T, Recompute mode,
+                                       Precision precision, DeviceKind device);
 
  private:
   struct W {
@@ -69,11 +79,14 @@ class TransformerBlock {
   // out, mean, rstd = LayerNorm(x) (fresh tensors).
   void layernorm(const Tensor& x, const Param& w, const Param& b, Tensor& out, Tensor& mean,
                  Tensor& rstd);
-  // Row-parallel linear with its residual: out = all_reduce(in @ w^T) + b + residual.
-  void row_parallel_residual(Tensor& out, const Tensor& in, const Param& w, const Param& b,
+  // Row-parallel linear with its residual: out = all_reduce(in @ w^T) + b + residual (w: the
+  // weight tensor the GEMM reads; b: fp32, added after the reduction).
+  void row_parallel_residual(Tensor& out, const Tensor& in, const Tensor& w, const Param& b,
                              const Tensor& residual);
   void forward_into(const Tensor& x, int64_t b, int64_t T, bool keep_probs, bool keep_gelu,
                     BlockSaved& s, Tensor& x2);
+  // The tensor a GEMM reads for parameter p: its bf16 copy under mixed precision, else p.value.
+  const Tensor& gemm_weight(const Param& p) const { return bf16_ ? p.value_bf16 : p.value; }
 
   ParamStore& store_;
   Backend& be_;
@@ -83,6 +96,8 @@ class TransformerBlock {
   int64_t C_, Cl_, Hl_;  // model dim, local attention width, local heads
   W w_{};
   bool offload_input_ = false;
+  bool bf16_ = false;          // Precision::BF16
+  DType act_ = DType::F32;     // dtype of the stored GEMM inputs (ln1, ln2, fc, gelu)
 };
 
 }  // namespace tandem

@@ -14,7 +14,8 @@ std::pair<int, int> stage_layers(int layers, int vstages, int v) {
 }
 
 ModelReplica::ModelReplica(Backend& be, Mesh& mesh, const ModelOptions& model,
-                           const ParallelOptions& par, int nchunks, bool inference_only)
+                           const ParallelOptions& par, int nchunks, bool inference_only,
+                           Precision precision)
     : be_(be), mesh_(mesh), model_(model) {
   TANDEM_CHECK(nchunks >= 1, "model chunks per rank must be >= 1, got {}", nchunks);
   const int vstages = mesh.pp_size() * nchunks;
@@ -24,7 +25,8 @@ ModelReplica::ModelReplica(Backend& be, Mesh& mesh, const ModelOptions& model,
     const int v = virtual_stage(mesh.pp_size(), mesh.pp_rank(), c);
     auto [first, count] = stage_layers(model.layers, vstages, v);
     StageLayout layout{first, count, v == 0, v == vstages - 1};
-    auto gpt = std::make_unique<Gpt>(be, model, layout, mesh.tp(), par.recompute, mesh.dp_size(), !inference_only);
+    auto gpt = std::make_unique<Gpt>(be, model, layout, mesh.tp(), par.recompute, mesh.dp_size(),
+                                     !inference_only, precision);
     gpt->set_offload_block_inputs(par.offload);
     chunks_.push_back(std::move(gpt));
   }
@@ -38,6 +40,10 @@ std::vector<Gpt*> ModelReplica::chunk_ptrs() {
 
 void ModelReplica::init(uint64_t seed) {
   for (auto& c : chunks_) c->init(seed);
+}
+
+void ModelReplica::refresh_bf16() {
+  for (auto& c : chunks_) c->params().refresh_bf16();
 }
 
 int64_t ModelReplica::parameters() const {

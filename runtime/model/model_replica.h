@@ -31,8 +31,10 @@ class ModelReplica {
  public:
   // nchunks: model chunks per rank (the interleaved schedule's `chunks`, else 1).
   // inference_only: no gradient buffers (a serving replica; it never runs backward).
+  // precision: the training GEMMs' arithmetic (Precision::BF16 keeps a bf16 copy of the
+  // weights; see gpt.h). Serving replicas are fp32.
   ModelReplica(Backend& be, Mesh& mesh, const ModelOptions& model, const ParallelOptions& par,
-               int nchunks, bool inference_only = false);
+               int nchunks, bool inference_only = false, Precision precision = Precision::F32);
 
   Backend& backend() { return be_; }
   Mesh& mesh() { return mesh_; }
@@ -43,6 +45,9 @@ class ModelReplica {
   int virtual_stages() const { return mesh_.pp_size() * num_chunks(); }
 
   void init(uint64_t seed);  // layout-independent initial weights in every chunk
+  // After the fp32 weights changed (optimizer step, checkpoint load): refresh every chunk's
+  // bf16 copy (a no-op at fp32).
+  void refresh_bf16();
   int64_t parameters() const;  // elements held by this rank
 
   int64_t weights_version() const { return version_; }

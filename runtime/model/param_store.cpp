@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cast.h"
 #include "runtime/core/hash.h"
 
 namespace tandem {
@@ -64,16 +65,22 @@ int ParamStore::add(ParamSpec spec) {
   return static_cast<int>(params_.size()) - 1;
 }
 
-void ParamStore::finalize(int64_t pad_multiple, bool with_grads) {
+void ParamStore::finalize(int64_t pad_multiple, bool with_grads, bool with_bf16) {
   TANDEM_CHECK(!finalized(), "ParamStore finalized twice");
   TANDEM_CHECK(pad_multiple >= 1, "pad_multiple {} < 1", pad_multiple);
   const int64_t padded = (total_ + pad_multiple - 1) / pad_multiple * pad_multiple;
   values_ = be_.zeros({std::max<int64_t>(padded, 1)});
   if (with_grads) grads_ = be_.zeros({std::max<int64_t>(padded, 1)});
+  if (with_bf16) values_bf16_ = be_.zeros({std::max<int64_t>(padded, 1)}, DType::BF16);
   for (Param& p : params_) {
     p.value = values_.flat_range(p.offset, p.spec.compute);
     if (with_grads) p.grad = grads_.flat_range(p.offset, p.spec.compute);
+    if (with_bf16) p.value_bf16 = values_bf16_.flat_range(p.offset, p.spec.compute);
   }
+}
+
+void ParamStore::refresh_bf16() {
+  if (values_bf16_.defined()) kernels::cast(be_, values_bf16_, values_);
 }
 
 Param* ParamStore::find(const std::string& name) {
@@ -147,6 +154,7 @@ void ParamStore::init(uint64_t seed) {
     }
   }
   be_.copy(values_, host);
+  refresh_bf16();
   zero_grads();
 }
 

@@ -8,6 +8,11 @@
 // parameters are contiguous in registration order, so the optimizer, gradient clipping and
 // data-parallel buckets work on flat ranges. Initialisation is a pure function of
 // (seed, name, logical element index), so every layout starts from identical weights.
+// Mixed precision (finalize with with_bf16): a third flat buffer holds a bf16 copy of the
+// values (Param::value_bf16, same offsets), which the bf16 GEMMs read. The fp32 values stay the
+// master weights: the optimizer, checkpoints, ZeRO, serving and weight sync use only them.
+// Whoever writes values() must call refresh_bf16() before the next forward (init() does; the
+// trainer does after each optimizer step and after a checkpoint load).
 #pragma once
 
 #include <cstdint>
@@ -47,6 +52,7 @@ struct Param {
   int64_t numel = 0;
   Tensor value;       // compute shape
   Tensor grad;        // compute shape
+  Tensor value_bf16;  // compute shape; defined only with the bf16 copy
 };
 
 class ParamStore {
@@ -58,11 +64,15 @@ class ParamStore {
   // The buffers are padded with zeros to a multiple of `pad_multiple` elements (so data-parallel
   // buckets split evenly); padding belongs to no parameter. with_grads = false (inference:
   // serving replicas): no gradient buffer; grads() and every Param's grad stay undefined.
-  void finalize(int64_t pad_multiple = 1, bool with_grads = true);
+  // with_bf16: also a bf16 copy of the values (mixed precision), filled by refresh_bf16().
+  void finalize(int64_t pad_multiple = 1, bool with_grads = true, bool with_bf16 = false);
   bool finalized() const { return values_.defined(); }
 
   void init(uint64_t seed);  // layout-independent initialisation of every parameter
   void zero_grads();
+  bool has_bf16() const { return values_bf16_.defined(); }
+  // values_bf16 := values rounded to bf16 (one kernel over the flat buffer; no-op without it).
+  void refresh_bf16();
 
   Param& at(int i) { return params_[i]; }
   const Param& at(int i) const { return params_[i]; }
@@ -73,6 +83,7 @@ class ParamStore {
   int64_t padded_numel() const { return values_.numel(); }  // flat buffer size (>= numel())
   Tensor& values() { return values_; }
   Tensor& grads() { return grads_; }
+  Tensor& values_bf16() { return values_bf16_; }
   Backend& backend() { return be_; }
 
   // Where this rank's part of p lies in the stored tensor (ckpt/shard_map.h): the rule, and
@@ -91,7 +102,7 @@ class ParamStore {
   Backend& be_;
   std::vector<Param> params_;
   int64_t total_ = 0;
-  Tensor values_, grads_;
+  Tensor values_, grads_, values_bf16_;
 };
 
 // Deterministic N(0, 1) sample for (seed, stream, index): a counter-based generator, so any

@@ -31,6 +31,10 @@ struct TrainOptions {
   int eval_every = 0;    // steps between validation passes; 0 = only at the end
   int eval_batches = 4;  // batches of `batch` sequences per validation pass
   std::string device = "cpu";  // cpu | cuda | auto
+  // fp32 | bf16: bf16 GEMM operands with fp32 accumulation, fp32 master weights, gradients,
+  // optimizer and checkpoints (docs/architecture.md "Mixed precision"); on the CPU backend bf16
+  // is the reference path (the same numerics, no speed-up)
+  std::string precision = "fp32";
   int threads = 0;             // CPU threads per rank; 0 = cores / ranks on this node
   int stop_after = 0;  // end the run after this step (0: run all `steps`); the schedule still spans `steps`
   CheckpointOptions checkpoint;

@@ -239,7 +239,10 @@ Trainer::Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh)
   ac.eps = o.train.eps;
   ac.weight_decay = o.train.weight_decay;
   ac.offload = p.offload;
-  I.replica = std::make_unique<ModelReplica>(be, mesh, o.model, p, nchunks);
+  Precision precision = Precision::F32;
+  TANDEM_CHECK(parse_precision(o.train.precision, &precision),
+               "train.precision must be fp32 or bf16, got '{}'", o.train.precision);
+  I.replica = std::make_unique<ModelReplica>(be, mesh, o.model, p, nchunks, false, precision);
   if (!o.resume) I.replica->init(o.train.seed);  // a resumed run loads every stored element
   I.chunks = I.replica->chunk_ptrs();
   for (Gpt* model : I.chunks) {
@@ -293,14 +296,19 @@ void Trainer::begin() {
     layers += I.chunks[c]->num_local_layers();
   }
   const int in_flight = max_in_flight(I.train_actions);
+  const bool bf16 = I.chunks.front()->precision() == Precision::BF16;
   spdlog::info("layout: {} | schedule {} with {} micro-batch(es) of {} sequence(s) per dp rank | "
-               "recompute {} | zero {} | offload {}",
+               "recompute {} | zero {} | offload {} | precision {}",
                mesh.describe(), p.schedule, p.microbatches, I.per_micro, recompute_name(p.recompute),
-               p.zero, p.offload ? "on" : "off");
-  std::printf("[rank %d] memory: %lld parameters in %lld layers | params %s | grads %s | optimizer "
+               p.zero, p.offload ? "on" : "off", o.train.precision);
+  if (bf16 && I.be.kind() == DeviceKind::CPU && I.rank == 0)
+    spdlog::info("precision bf16 on the CPU backend: the reference path (bf16-rounded GEMM operands, "
+                 "fp32 accumulation; no speed-up over fp32)");
+  const std::string bf16_copy = bf16 ? fmt::format(" (+ bf16 copy {})", mib(nparams * 2.0)) : "";
+  std::printf("[rank %d] memory: %lld parameters in %lld layers | params %s%s | grads %s | optimizer "
               "state %s%s | activations ~%s (%d micro-batch(es) in flight x %s)\n",
               I.rank, static_cast<long long>(nparams), static_cast<long long>(layers),
-              mib(nparams * 4.0).c_str(), mib(nparams * 4.0).c_str(), mib(opt_bytes).c_str(),
+              mib(nparams * 4.0).c_str(), bf16_copy.c_str(), mib(nparams * 4.0).c_str(), mib(opt_bytes).c_str(),
               p.offload ? " on the host" : "", mib(static_cast<double>(act_bytes) * in_flight).c_str(),
               in_flight, mib(act_bytes).c_str());
   std::fflush(stdout);
@@ -319,6 +327,7 @@ void Trainer::begin() {
       throw ckpt::CheckpointError(fmt::format("--resume: no checkpoint in {} (train.checkpoint.dir; no {}/latest)",
                                               co.dir, co.dir));
     const CheckpointIoStats ls = I.ckpt->load(*file);
+    I.replica->refresh_bf16();
     res.first_step = static_cast<int>(ls.step) + 1;
     if (I.rank == 0) {
       std::printf("resumed from %s at step %lld%s (%s read by rank 0 in %.2f s)\n", file->c_str(),
@@ -378,6 +387,7 @@ StepReport Trainer::step(int step) {
   const float lr = sched.at(step);
   for (auto& opt : I.opts) opt->step(lr, step, clip);
   for (auto& s : I.syncs) s->gather_params();
+  I.replica->refresh_bf16();  // mixed precision: the GEMMs' copy of the new fp32 weights
   I.replica->set_weights_version(step);  // weights changed: every later safe point sees `step`
   const double loss = I.global_loss(st);
   I.be.synchronize();

@@ -170,6 +170,8 @@ TEST(Config, OutOfRangeValuesNameKeyLineValueAndRange) {
       {"train.eval_every", "-1", "an integer >= 0"},
       {"train.eval_batches", "0", "an integer >= 1"},
       {"train.device", "tpu", "one of cpu|cuda|auto"},
+      {"train.precision", "fp16", "one of fp32|bf16"},
+      {"train.precision", "BF16", "one of fp32|bf16"},
       {"train.threads", "-1", "an integer >= 0"},
       {"train.stop_after", "-1", "an integer >= 0"},
       {"train.checkpoint.every", "-1", "an integer >= 0"},
@@ -256,6 +258,7 @@ train:
   eval_every: 11
   eval_batches: 2
   device: auto
+  precision: bf16
   threads: 3
   stop_after: 50
   checkpoint:
@@ -330,6 +333,7 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.train.eval_every, 11);
   EXPECT_EQ(c.train.eval_batches, 2);
   EXPECT_EQ(c.train.device, "auto");
+  EXPECT_EQ(c.train.precision, "bf16");
   EXPECT_EQ(c.train.threads, 3);
   EXPECT_EQ(c.train.stop_after, 50);
   EXPECT_EQ(c.train.checkpoint.dir, "out/ckpt run");
@@ -384,7 +388,7 @@ TEST(Config, EveryKeyRoundTrips) {
   expect_every_key(c);
   EXPECT_EQ(c.source, "every.yaml");
   EXPECT_EQ(c.origins.at("train.lr"), "every.yaml:11");
-  EXPECT_EQ(c.origins.at("train.checkpoint.every"), "every.yaml:27");
+  EXPECT_EQ(c.origins.at("train.checkpoint.every"), "every.yaml:28");
   // The test file really sets every key the schema knows, and each is recorded.
   for (const std::string& key : config_keys()) EXPECT_EQ(c.origins.count(key), 1u) << key;
   EXPECT_EQ(c.origins.size(), config_keys().size());
@@ -441,6 +445,17 @@ TEST(Config, AcceptedSpellings) {
   EXPECT_EQ(c.train.seed, 0u);
   EXPECT_EQ(c.train.grad_clip, 2.0f);
   EXPECT_EQ(c.sample.prompt, "42");  // a string key takes the text of any scalar
+}
+
+TEST(Config, PrecisionIsFp32UnlessBf16IsAsked) {
+  RunConfig d = config_from_yaml_string("train:\n  steps: 3\n", {});
+  EXPECT_EQ(d.train.precision, "fp32");
+  RunConfig c = config_from_yaml_string("train:\n  precision: fp32\n", {"train.precision=bf16"});
+  EXPECT_EQ(c.train.precision, "bf16");  // the override wins, on any backend (CPU: reference path)
+  EXPECT_EQ(c.origins.at("train.precision"), "--set train.precision=bf16");
+  // A wrong value names the key, its line and the choices.
+  EXPECT_EQ(error_of("train:\n  steps: 3\n  precision: half\n"),
+            "t.yaml:3: train.precision: expected one of fp32|bf16, got \"half\"");
 }
 
 // ------------------------------------------------------------------ nested keys (train.checkpoint.*)
@@ -747,6 +762,7 @@ TEST(Config, QuickstartLoads) {
   EXPECT_EQ(c.train.eval_batches, 16);
   EXPECT_EQ(c.parallel.microbatches, 1);
   EXPECT_EQ(c.train.device, "cpu");
+  EXPECT_EQ(c.train.precision, "fp32");  // the default: quickstart does not set it
   EXPECT_EQ(c.sample.prompt, "The jury said");
   EXPECT_EQ(c.sample.count, 3);
   EXPECT_EQ(c.sample.tokens, 40);
