@@ -13,9 +13,9 @@
 #ifdef TANDEM_HAVE_CUDA
 #include "kernels/matmul.h"
 #include "parallel/cuda/nccl_communicator.h"
-#include "parallel/device_binding.h"
 #include "parallel/mesh.h"
 #include "runtime/core/cuda/cuda_context.h"
+#include "tests/parallel/mpi/device_test_util.h"
 #endif
 
 namespace tandem {
@@ -23,36 +23,9 @@ namespace {
 
 #ifdef TANDEM_HAVE_CUDA
 
-// Every rank gets its own GPU, or every rank skips (decided collectively).
-std::unique_ptr<Backend> device_backend_or_null() {
-  MPI_Comm local;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
-  int local_rank = 0, local_size = 1;
-  MPI_Comm_rank(local, &local_rank);
-  MPI_Comm_size(local, &local_size);
-  MPI_Comm_free(&local);
-  int devices = 0;
-  if (cuda_available()) cudaGetDeviceCount(&devices);
-  int ok = devices >= local_size ? 1 : 0, all = 0;
-  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (!all) return nullptr;
-  BackendOptions opts;
-  opts.device = "cuda";
-  opts.device_index = local_device_for(local_rank, local_size, devices);
-  return make_backend(opts);
-}
-
-Tensor to_device(Backend& be, const Tensor& host) {
-  Tensor d = be.empty(host.shape(), host.dtype());
-  be.copy(d, host);
-  return d;
-}
-
-Tensor to_host(Backend& be, const Tensor& dev) {
-  Tensor h = testing::host_backend().empty(dev.shape(), dev.dtype());
-  be.copy(h, dev);
-  return h;
-}
+using testing::device_backend_or_null;
+using testing::to_device;
+using testing::to_host;
 
 TEST(NcclCommunicatorN, CollectivesAndRing) {
   auto be = device_backend_or_null();
