@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <tuple>
 
 #include "parallel/mpi_communicator.h"
 #include "parallel/pipeline_transfers.h"
@@ -107,22 +108,34 @@ void expect_matches_one_rank(Backend& be, Communicator& pp, Communicator& host, 
     EXPECT_EQ(pp.stats().bytes % (kRows * kDim * 4), 0) << "messages are whole activations";
   }
 
-  // The reference: the whole model on world rank 0, broadcast to every rank.
+  // The reference: the whole model on world rank 0, broadcast to every rank (and kept for the
+  // next test of the same model and micro-batches on this device).
   Gpt whole(be, opt, StageLayout{}, *tp, Recompute::Full);
-  double ref_loss = 0.0;
-  if (host.rank() == 0) {
-    whole.init(kSeed);
-    auto self = make_self_communicator("pp-self");
-    PipelineExecutor one({&whole}, *self, 1, 0);
-    const std::vector<Action> all = make_schedule(ScheduleKind::GPipe, 1, 0, M, 1);
-    ref_loss = one.run(all, plan_transfers({all}, 1)[0], M, b, kT, load, true, scale).loss_sum;
+  struct Reference {
+    Tensor grads;
+    double loss = 0.0;
+  };
+  static std::map<std::tuple<int, int, DeviceKind>, Reference> cache;
+  const auto key = std::make_tuple(V, M, be.kind());
+  if (!cache.count(key)) {
+    double ref_loss = 0.0;
+    if (host.rank() == 0) {
+      whole.init(kSeed);
+      auto self = make_self_communicator("pp-self");
+      PipelineExecutor one({&whole}, *self, 1, 0);
+      const std::vector<Action> all = make_schedule(ScheduleKind::GPipe, 1, 0, M, 1);
+      ref_loss = one.run(all, plan_transfers({all}, 1)[0], M, b, kT, load, true, scale).loss_sum;
+    }
+    Tensor grads = host_copy(be, whole.params().grads());
+    host.broadcast(grads, 0);
+    Tensor loss_bits = testing::host_backend().empty({2}, DType::I32);
+    std::memcpy(loss_bits.raw(), &ref_loss, sizeof(double));
+    host.broadcast(loss_bits, 0);
+    std::memcpy(&ref_loss, loss_bits.raw(), sizeof(double));
+    cache[key] = {grads, ref_loss};
   }
-  Tensor ref = host_copy(be, whole.params().grads());
-  host.broadcast(ref, 0);
-  Tensor loss_bits = testing::host_backend().empty({2}, DType::I32);
-  std::memcpy(loss_bits.raw(), &ref_loss, sizeof(double));
-  host.broadcast(loss_bits, 0);
-  std::memcpy(&ref_loss, loss_bits.raw(), sizeof(double));
+  const Tensor ref = cache[key].grads;
+  const double ref_loss = cache[key].loss;
 
   const std::string what = fmt::format("{} pp {} chunks {} M {}", schedule_name(kind), S, chunks, M);
   if (s == S - 1) {

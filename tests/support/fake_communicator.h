@@ -25,7 +25,6 @@ class LayoutOnlyCommunicator final : public Communicator {
   std::unique_ptr<Request> iall_gather(Tensor&, const Tensor&) override { unsupported(); }
   std::unique_ptr<Request> isend(const Tensor&, int, int) override { unsupported(); }
   std::unique_ptr<Request> irecv(Tensor&, int, int) override { unsupported(); }
-  std::unique_ptr<Request> batch_isend_irecv(const std::vector<P2POp>&) override { unsupported(); }
   void barrier() override {}
 
  private:

@@ -187,6 +187,50 @@ TEST(MpiCommunicatorN, BatchSendsAndReceivesBothWaysAtOnce) {
   c->barrier();
 }
 
+// Forwards everything but batch_isend_irecv to an MPI communicator, so the batch is
+// Communicator's default (posted with irecv/isend), as a communicator without its own has it.
+class DefaultBatchCommunicator final : public Communicator {
+ public:
+  explicit DefaultBatchCommunicator(std::unique_ptr<Communicator> c) : c_(std::move(c)) {}
+  int rank() const override { return c_->rank(); }
+  int size() const override { return c_->size(); }
+  const std::string& name() const override { return c_->name(); }
+  void all_reduce(Tensor& t, ReduceOp op) override { c_->all_reduce(t, op); }
+  void reduce_scatter(Tensor& out, const Tensor& in) override { c_->reduce_scatter(out, in); }
+  void all_gather(Tensor& out, const Tensor& in) override { c_->all_gather(out, in); }
+  void broadcast(Tensor& t, int root) override { c_->broadcast(t, root); }
+  void send(const Tensor& t, int peer, int tag) override { c_->send(t, peer, tag); }
+  void recv(Tensor& t, int peer, int tag) override { c_->recv(t, peer, tag); }
+  std::unique_ptr<Request> iall_reduce(Tensor& t, ReduceOp op) override { return c_->iall_reduce(t, op); }
+  std::unique_ptr<Request> ireduce_scatter(Tensor& out, const Tensor& in) override {
+    return c_->ireduce_scatter(out, in);
+  }
+  std::unique_ptr<Request> iall_gather(Tensor& out, const Tensor& in) override {
+    return c_->iall_gather(out, in);
+  }
+  std::unique_ptr<Request> isend(const Tensor& t, int peer, int tag) override { return c_->isend(t, peer, tag); }
+  std::unique_ptr<Request> irecv(Tensor& t, int peer, int tag) override { return c_->irecv(t, peer, tag); }
+  void barrier() override { c_->barrier(); }
+
+ private:
+  std::unique_ptr<Communicator> c_;
+};
+
+TEST(MpiCommunicatorN, DefaultBatchPostsEveryTransfer) {
+  DefaultBatchCommunicator c(world_comm("default-batch"));
+  const int r = c.rank(), n = c.size();
+  const int next = (r + 1) % n, prev = (r + n - 1) % n;
+  const int64_t len = int64_t{1} << 20;  // 4 MiB each way: rendezvous, both directions at once
+  Tensor out = testing::host_backend().empty({len}, DType::F32);
+  for (int64_t i = 0; i < len; ++i) out.f32()[i] = ring_value(r, next, 3, i);
+  Tensor in = testing::host_backend().empty({len}, DType::F32);
+  auto q = c.batch_isend_irecv({P2POp::send(out, next, 3), P2POp::recv(in, prev, 3)});
+  q->wait();
+  EXPECT_TRUE(q->test());
+  for (int64_t i : {int64_t{0}, len - 1}) ASSERT_EQ(in.f32()[i], ring_value(prev, r, 3, i)) << i;
+  EXPECT_TRUE(c.batch_isend_irecv({})->test());
+}
+
 TEST(MpiCommunicatorN, BatchChecksEveryTransfer) {
   auto c = world_comm("batch-checks");
   const int n = c->size();

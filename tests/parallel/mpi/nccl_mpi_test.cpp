@@ -60,13 +60,20 @@ TEST(NcclCommunicatorN, CollectivesAndRing) {
     EXPECT_EQ(to_host(*be, b).i32()[0], 100 + root);
   }
   if (n >= 2) {
+    // A ring: every rank sends and receives, so both go in one group (as separate operations
+    // on one stream, each rank's receive would wait behind its own send, or the reverse).
     Tensor s = to_device(*be, testing::host_f32({static_cast<float>(r)}));
     Tensor t = be->empty({1}, DType::F32);
-    auto rq = c->irecv(t, (r + n - 1) % n, 0);  // issued before the send: NCCL matches by order
-    auto sq = c->isend(s, (r + 1) % n, 0);
-    sq->wait();
-    rq->wait();
+    c->batch_isend_irecv({P2POp::recv(t, (r + n - 1) % n, 0), P2POp::send(s, (r + 1) % n, 0)})->wait();
     EXPECT_EQ(to_host(*be, t).f32()[0], static_cast<float>((r + n - 1) % n));
+    // One direction (rank 0 -> 1) with the single non-blocking calls.
+    Tensor u = be->empty({1}, DType::F32);
+    if (r == 0) c->isend(s, 1, 3)->wait();
+    if (r == 1) {
+      auto q = c->irecv(u, 0, 3);
+      q->wait();
+      EXPECT_EQ(to_host(*be, u).f32()[0], 0.f);
+    }
   }
   c->barrier();
   EXPECT_GT(c->stats().bytes, 0);

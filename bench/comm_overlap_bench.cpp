@@ -1,10 +1,10 @@
-// overlap_bench: does data-parallel gradient reduction overlap the backward? A data-parallel-like
-// step: a backward of `layers` layers, each one GEMM on the compute stream that accumulates its
-// weight gradient (dW += X^T dY, [dim, dim]), over a flat gradient buffer cut into buckets from
-// its end as GradSync cuts it (GradSync::bucket_bounds); each bucket is all-reduced (SUM) over
-// the world with the device's communicator (NCCL on cuda, MPI on cpu).
+// comm_overlap_bench: does data-parallel gradient reduction overlap the backward? A
+// data-parallel-like step: a backward of `layers` layers, each one GEMM on the compute stream
+// that accumulates its weight gradient (dW += X^T dY, [dim, dim]), over a flat gradient buffer
+// cut into buckets from its end as GradSync cuts it (GradSync::bucket_bounds); each bucket is
+// all-reduced (SUM) over the world with the device's communicator (NCCL on cuda, MPI on cpu).
 //
-// usage: mpirun -np N overlap_bench [--device cuda|cpu] [--layers 24] [--dim 4096]
+// usage: mpirun -np N comm_overlap_bench [--device cuda|cpu] [--layers 24] [--dim 4096]
 //        [--rows 4096] [--bucket-mb 64] [--steps 10] [--threads 2]
 // Modes, each timed per step (median of --steps after 2 warm-ups, max over ranks):
 //   compute   the backward alone;
@@ -20,6 +20,8 @@
 // data, so `comm` is launch and event cost and overlap ~ compute shows that launching buckets
 // mid-backward does not stall the compute stream; the overlap itself needs >= 2 GPUs, where
 // the all-reduce moves every byte over NVLink/PCIe.
+// The GPU kit runs it with no arguments (bench/gpu: the comm_overlap part, -np 1); defaults
+// take a few seconds on an H200 (1.5 GiB of gradients, ~3 TFLOP per step).
 // Final machine-readable line:
 //   ranks=... device=... compute_ms=... comm_ms=... serial_ms=... overlap_ms=... hidden_pct=...
 #include <algorithm>
@@ -115,7 +117,7 @@ int main(int argc, char** argv) {
     else if (k == "--steps") o.steps = std::atoi(v.c_str());
     else if (k == "--threads") o.threads = std::atoi(v.c_str());
     else {
-      std::fprintf(stderr, "overlap_bench: unknown option %s\n", k.c_str());
+      std::fprintf(stderr, "comm_overlap_bench: unknown option %s\n", k.c_str());
       return 2;
     }
   }
@@ -154,7 +156,7 @@ int main(int argc, char** argv) {
     const double hidden = measurable ? 100.0 * (serial - overlap) / std::min(compute, comm) : std::nan("");
     if (env.rank() == 0) {
       const double gib = static_cast<double>(o.layers) * o.dim * o.dim * 4 / (1 << 30);
-      std::printf("overlap_bench: %d rank(s) on %s, %d layers of [%lld x %lld] GEMM-backward, "
+      std::printf("comm_overlap_bench: %d rank(s) on %s, %d layers of [%lld x %lld] GEMM-backward, "
                   "%.2f GiB of gradients in %d bucket(s) of <= %lld MiB\n",
                   env.world_size(), be->name().c_str(), o.layers, static_cast<long long>(o.rows),
                   static_cast<long long>(o.dim), gib, step.buckets(), static_cast<long long>(o.bucket_mb));
@@ -167,7 +169,7 @@ int main(int argc, char** argv) {
                   env.world_size(), o.device.c_str(), compute, comm, serial, overlap, hidden);
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "overlap_bench: rank %d failed: %s\n", env.rank(), e.what());
+    std::fprintf(stderr, "comm_overlap_bench: rank %d failed: %s\n", env.rank(), e.what());
     MpiEnv::abort(3);
   }
   return 0;
