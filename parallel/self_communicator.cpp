@@ -1,4 +1,5 @@
-// The size-1 communicator: collectives are identities, point-to-point is an error.
+// The size-1 communicator: collectives are identities, point-to-point is an error (a batch
+// of no transfers, Communicator's default, is complete at once).
 #include <cstring>
 
 #include "parallel/communicator.h"

@@ -20,9 +20,10 @@
 //     freed block is released: the blocks that went longest without reuse are the least
 //     useful to keep. A block bigger than the limit is released at once, leaving the cache.
 //   Stream-ordered reuse: a freed block may be handed out again at once. For device memory this
-//     is safe because every kernel, copy and collective of a backend runs on its one stream,
-//     so the next user's work is queued after the last user's; work on any other stream must
-//     be made to wait (event or synchronisation) before its tensors are freed. Releasing a
+//     is safe because every kernel and copy of a backend runs on its one stream, so the next
+//     user's work is queued after the last user's. Work on another stream (the NCCL
+//     communicator's own stream) keeps its tensors alive until its completion event is seen
+//     (parallel/cuda/nccl_communicator.h), so their blocks return here only then. Releasing a
 //     device block (cudaFree) waits for the device, so a released block is never in use.
 //   Stats: current/peak count requested bytes (tandem::Allocator); reserved = blocks in use at
 //     their block size + cached blocks; cached = the cached blocks.

@@ -6,7 +6,8 @@
 // During the last micro-batch's backward the caller reports, via grads_final_from(offset),
 // that every gradient at flat offset >= offset is final; each bucket entirely past that mark
 // is launched at once as a non-blocking collective, so communication overlaps the rest of
-// backward. finish() launches what is left and waits.
+// backward (on a GPU the NCCL communicator runs it on its own stream, and its Request keeps the
+// bucket's view of the buffer alive). finish() launches what is left and waits.
 //   zero = 0: buckets are all-reduced (summed); every rank then holds the full gradient and
 //             owns (updates) every parameter.
 //   zero = 1: buckets are reduce-scattered; rank r receives the summed r-th slice of each

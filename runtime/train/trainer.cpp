@@ -74,7 +74,9 @@ struct Trainer::Impl {
   bool in_safe_point = false;
   double safe_point_s = 0.0;  // seconds inside the handler since the last step record
   int current_step = 0;
-  std::vector<bool> train_cuts, eval_cuts;  // safe cuts of this layout's action lists
+  // This rank's transfer plans (parallel/pipeline_transfers.h): [0] without serving windows,
+  // [1] with a window at every safe cut (used when a safe point handler is set).
+  TransferPlan train_plan[2], eval_plan[2];
   bool begun = false;
   int last_step = 0;
   TrainResult res;
@@ -138,12 +140,12 @@ struct Trainer::Impl {
       hooks.push_back([sync](int64_t off) { sync->grads_final_from(off); });
     }
     const float scale = 1.0f / static_cast<float>(static_cast<int64_t>(o.train.batch) * T);
-    const std::vector<bool>& cuts = train ? train_cuts : eval_cuts;
-    auto between = [this, &cuts](size_t k) {
-      if (k < cuts.size() && cuts[k]) safe_point(SafePointKind::BetweenActions);
-    };
-    return exec->run(train ? train_actions : eval_actions, o.parallel.microbatches, per_micro, T,
-                     load, train, scale, train ? hooks : decltype(hooks){}, between);
+    const int windows = safe_points ? 1 : 0;
+    std::function<void(size_t)> at_window;
+    if (windows) at_window = [this](size_t) { safe_point(SafePointKind::BetweenActions); };
+    return exec->run(train ? train_actions : eval_actions, train ? train_plan[windows] : eval_plan[windows],
+                     o.parallel.microbatches, per_micro, T, load, train, scale,
+                     train ? hooks : decltype(hooks){}, at_window);
   }
 
   // Mean token loss of a global batch: last stages hold the sums; dp ranks hold slices.
@@ -253,14 +255,18 @@ Trainer::Trainer(Backend& be, const TrainerOptions& opts, Mesh& mesh)
   I.exec = std::make_unique<PipelineExecutor>(I.chunks, mesh.pp(), mesh.pp_size(), mesh.pp_rank());
   I.train_actions = make_schedule(kind, mesh.pp_size(), mesh.pp_rank(), p.microbatches, nchunks);
   I.eval_actions = PipelineExecutor::forward_only(p.microbatches, nchunks);
-  {  // Safe points between actions: the cuts every pp rank reaches without waiting on another.
+  {  // Transfer plans over every pp rank's list; safe points between actions at the cuts every
+     // pp rank reaches without waiting on another.
     std::vector<std::vector<Action>> train_lists, eval_lists;
     for (int s = 0; s < mesh.pp_size(); ++s) {
       train_lists.push_back(make_schedule(kind, mesh.pp_size(), s, p.microbatches, nchunks));
       eval_lists.push_back(I.eval_actions);
     }
-    I.train_cuts = safe_cuts(train_lists, nchunks);
-    I.eval_cuts = safe_cuts(eval_lists, nchunks);
+    const int r = mesh.pp_rank();
+    I.train_plan[0] = plan_transfers(train_lists, nchunks)[r];
+    I.train_plan[1] = plan_transfers(train_lists, nchunks, safe_cuts(train_lists, nchunks))[r];
+    I.eval_plan[0] = plan_transfers(eval_lists, nchunks)[r];
+    I.eval_plan[1] = plan_transfers(eval_lists, nchunks, safe_cuts(eval_lists, nchunks))[r];
   }
   if (mesh.pp_size() == 1) {  // inside forward and backward too: every tp rank is at the same place
     Impl* impl = &I;

@@ -54,6 +54,17 @@ TEST_F(MpiSelf, GroupOfOneIsTheIdentity) {
   EXPECT_EQ(values<float>(r), (std::vector<float>{1.f, -2.f}));
 }
 
+TEST_F(MpiSelf, BatchWithItselfAndTheSelfCommunicator) {
+  Tensor a = host_f32({1.f, 2.f}), b = host_f32({0.f, 0.f});
+  auto q = comm->batch_isend_irecv({P2POp::recv(b, 0, 7), P2POp::send(a, 0, 7)});
+  q->wait();
+  EXPECT_EQ(values<float>(b), (std::vector<float>{1.f, 2.f}));
+  // The communicator of a group of one (no MPI): a batch of nothing is done, any transfer is an error.
+  auto self = make_self_communicator("alone");
+  EXPECT_TRUE(self->batch_isend_irecv({})->test());
+  EXPECT_THROW(self->batch_isend_irecv({P2POp::send(a, 0, 0)}), Error);
+}
+
 TEST_F(MpiSelf, CountsBytesPerCall) {
   Tensor t = host_f32(std::vector<float>(6, 1.f));
   comm->all_reduce(t);

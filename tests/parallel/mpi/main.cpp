@@ -1,4 +1,4 @@
-// main() of test_parallel_mpi: GoogleTest under mpirun. Every rank runs every test; rank 0
+// main() of test_parallel_mpi (and of test_runtime_mpi, test_serve_mpi): GoogleTest under mpirun. Every rank runs every test; rank 0
 // prints the usual report, other ranks print only their failures (prefixed "[rank r]"), and
 // the exit status is non-zero on every rank when any rank failed (allreduced), so mpirun and
 // CTest see one verdict.
@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstring>
 
 namespace {
 
@@ -40,7 +41,8 @@ int main(int argc, char** argv) {
     delete listeners.Release(listeners.default_result_printer());
     listeners.Append(new RankFailurePrinter(rank));
   } else {
-    std::printf("test_parallel_mpi: %d rank(s)\n", size);
+    const char* slash = argc > 0 ? std::strrchr(argv[0], '/') : nullptr;
+    std::printf("%s: %d rank(s)\n", slash ? slash + 1 : argc > 0 ? argv[0] : "test", size);
   }
   const int local = RUN_ALL_TESTS() != 0 ? 1 : 0;
   int any = 0;

@@ -12,9 +12,9 @@
 
 #ifdef TANDEM_HAVE_CUDA
 #include "parallel/cuda/nccl_communicator.h"
-#include "parallel/device_binding.h"
 #include "parallel/mesh.h"
 #include "runtime/core/cuda/cuda_context.h"
+#include "tests/parallel/mpi/device_test_util.h"
 #endif
 
 namespace tandem {
@@ -22,31 +22,9 @@ namespace {
 
 #ifdef TANDEM_HAVE_CUDA
 
-// Every rank gets its own GPU, or every rank skips (decided collectively).
-std::unique_ptr<Backend> device_backend_or_null() {
-  const auto [local_rank, local_size] = testing::local_rank_and_size();
-  int devices = 0;
-  if (cuda_available()) cudaGetDeviceCount(&devices);
-  int ok = devices >= local_size ? 1 : 0, all = 0;
-  MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (!all) return nullptr;
-  BackendOptions opts;
-  opts.device = "cuda";
-  opts.device_index = local_device_for(local_rank, local_size, devices);
-  return make_backend(opts);
-}
-
-Tensor to_device(Backend& be, const Tensor& host) {
-  Tensor d = be.empty(host.shape(), host.dtype());
-  be.copy(d, host);
-  return d;
-}
-
-Tensor to_host(Backend& be, const Tensor& dev) {
-  Tensor h = testing::host_backend().empty(dev.shape(), dev.dtype());
-  be.copy(h, dev);
-  return h;
-}
+using testing::device_backend_or_null;
+using testing::to_device;
+using testing::to_host;
 
 TEST(NcclCommunicatorN, CollectivesAndRing) {
   auto be = device_backend_or_null();
@@ -81,13 +59,20 @@ TEST(NcclCommunicatorN, CollectivesAndRing) {
     EXPECT_EQ(to_host(*be, b).i32()[0], 100 + root);
   }
   if (n >= 2) {
+    // A ring: every rank sends and receives, so both go in one group (as separate operations
+    // on one stream, each rank's receive would wait behind its own send, or the reverse).
     Tensor s = to_device(*be, testing::host_f32({static_cast<float>(r)}));
     Tensor t = be->empty({1}, DType::F32);
-    auto rq = c->irecv(t, (r + n - 1) % n, 0);  // issued before the send: NCCL matches by order
-    auto sq = c->isend(s, (r + 1) % n, 0);
-    sq->wait();
-    rq->wait();
+    c->batch_isend_irecv({P2POp::recv(t, (r + n - 1) % n, 0), P2POp::send(s, (r + 1) % n, 0)})->wait();
     EXPECT_EQ(to_host(*be, t).f32()[0], static_cast<float>((r + n - 1) % n));
+    // One direction (rank 0 -> 1) with the single non-blocking calls.
+    Tensor u = be->empty({1}, DType::F32);
+    if (r == 0) c->isend(s, 1, 3)->wait();
+    if (r == 1) {
+      auto q = c->irecv(u, 0, 3);
+      q->wait();
+      EXPECT_EQ(to_host(*be, u).f32()[0], 0.f);
+    }
   }
   c->barrier();
   EXPECT_GT(c->stats().bytes, 0);
