@@ -11,6 +11,7 @@
 
 #include "ckpt/checkpoint_dir.h"
 #include "ckpt/tensor_file.h"
+#include "kernels/elementwise.h"
 #include "parallel/pipeline_schedule.h"
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/data/data_loader.h"
@@ -126,6 +127,23 @@ struct Trainer::Impl {
     if (mesh.first_stage()) return chunks.front()->params().find("wte");
     if (mesh.last_stage()) return chunks.back()->params().find("wte");
     return nullptr;
+  }
+
+  // The tied embedding's two copies (the embedding's in virtual stage 0, the head's in the
+  // last) end each backward with the sum of both gradients: over the embedding group when
+  // they sit on different pipeline ranks; on this rank when pp = 1 and the interleaved
+  // schedule put both chunks here.
+  void sum_tied_embedding_grads() {
+    if (Param* wte = tied_embedding()) {
+      mesh.embedding()->all_reduce(wte->grad);
+    } else if (mesh.pp_size() == 1 && chunks.size() > 1) {
+      Param* first = chunks.front()->params().find("wte");
+      Param* last = chunks.back()->params().find("wte");
+      TANDEM_CHECK(first && last, "pp = 1 with {} chunks: the first and last chunks must hold wte",
+                   chunks.size());
+      kernels::add_inplace(be, first->grad, last->grad);
+      be.copy(last->grad, first->grad);
+    }
   }
 
   PipelineRunStats run_batch(const DataLoader& data, int64_t index, bool train) {
@@ -378,7 +396,7 @@ StepReport Trainer::step(int step) {
   }
   I.current_step = step;
   const PipelineRunStats st = I.run_batch(*I.train_data, step - 1, true);
-  if (Param* wte = I.tied_embedding()) mesh.embedding()->all_reduce(wte->grad);
+  I.sum_tied_embedding_grads();
   for (auto& s : I.syncs) s->finish();
   double sq = 0.0;
   for (auto& opt : I.opts) sq += opt->local_grad_sq();

@@ -2,8 +2,10 @@
 # The acceptance test of parallel training: every layout computes the same model as one rank.
 # 10 steps of configs/quickstart.yaml on world sizes 1, 2, 4 and 8 (oversubscribed), with
 # recompute none/selective/full, zero 0/1, offload on/off and gpipe/1f1b/interleaved mixed
-# across layouts, and three layouts moving their tensors through the staged communicator
-# (parallel.device_comm=staged: host copies + MPI, the path ranks sharing a GPU take); the
+# across layouts (one of them the interleaved schedule's two chunks on one rank, whose two
+# copies of the tied embedding sum on that rank), and three layouts moving their tensors
+# through the staged communicator (parallel.device_comm=staged: host copies + MPI, the path
+# ranks sharing a GPU take); the
 # per-step training loss and gradient norm must match the 1-rank run
 # within a relative tolerance of 1e-5 (fp32; the differences come only from summation order),
 # and the final validation loss too. Every run is under a hard timeout, so a deadlock fails the test.
@@ -35,6 +37,7 @@ layouts=(
   "tp2pp2 4 --set parallel.tp=2 --set parallel.pp=2 --set parallel.microbatches=2 --set parallel.recompute=selective --set parallel.order=pp-tp-dp"
   "dp2tp2pp2 8 --set parallel.dp=2 --set parallel.tp=2 --set parallel.pp=2 --set parallel.microbatches=2 --set parallel.zero=1 --set parallel.recompute=full --set parallel.offload=true --set parallel.device_comm=staged"
   "pp2x2 2 --set parallel.pp=2 --set parallel.schedule=interleaved --set parallel.chunks=2 --set parallel.microbatches=2"
+  "pp1x2 1 --set parallel.schedule=interleaved --set parallel.chunks=2"
 )
 for spec in "${layouts[@]}"; do
   read -r name np rest <<< "$spec"

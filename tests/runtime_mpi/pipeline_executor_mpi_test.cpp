@@ -10,9 +10,9 @@
 #include <cmath>
 #include <cstring>
 #include <map>
-#include <vector>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "parallel/mpi_communicator.h"
 #include "parallel/pipeline_transfers.h"
