@@ -7,8 +7,13 @@ to serve, fed the weights every step) and each realtime request rate (with a bat
 beside it), it starts `tandem run` on the quickstart model, lets it warm up, runs the
 open-loop load generator (`tandem bench-serve`) against it, and reads:
   - realtime TTFT p50/p99 and batch output tokens/s (bench-serve's JSON);
-  - training tokens/s over the load window (the per-step metrics), as a fraction of training
-    alone (`tandem train` on the whole machine, measured before and after the sweep);
+  - training tokens/s over the load window by the wall clock (the per-step metrics), as a
+    fraction of training alone: for windows and steps the same process with no request for
+    --idle-s seconds just before and just after the load (a paired baseline: this VM drifts
+    by +-10 % within minutes; it includes the idle safe-point checks), for dedicated `tandem
+    train` on the whole machine (measured before and after the sweep), whose one core of two
+    the dedicated trainer holds; and training's own rate between windows (safe-point time taken
+    out), whose ratio to the baseline is the slowdown of training outside the windows;
   - the serving fraction: engine busy seconds (Prometheus tandem_busy_seconds_total) over the
     load window's wall time, times the share of the machine the serving ranks hold;
   - efficiency = training fraction + serving fraction.
@@ -72,9 +77,10 @@ def train_rate_outside_windows(rows, first_step, last_step):
     return tokens / wall if wall > 0 else 0.0
 
 
-def scrape(port, name):
+def scrape(port, name, labels=""):
+    """The value of metric `name` (the first series whose labels contain `labels`)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    m = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", text, re.M)
+    m = re.search(rf"^{name}(?:{{[^}}]*{re.escape(labels)}[^}}]*}})? ([0-9.eE+-]+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
@@ -106,7 +112,7 @@ def one_point(args, out, mode, rate, seed):
         if os.path.exists(p):
             os.remove(p)
     sets = ["train.steps=100000", "train.eval_every=0", "sample.count=0", "serve.listen=127.0.0.1:0",
-            "serve.metrics_listen=127.0.0.1:0"]
+            "serve.metrics_listen=127.0.0.1:0", f"serve.stream_interval_ms={args.stream_interval_ms:g}"]
     if mode == "dedicated":
         launch = ["mpirun", "-np", "2", "--oversubscribe"]
         sets += ["serve.mode=dedicated", "serve.ranks=1", "serve.sync_every=1"]
@@ -125,12 +131,16 @@ def one_point(args, out, mode, rate, seed):
         wait_for(lambda: os.path.exists(port_file) and len(open(port_file).read().split()) >= 2, 120, name, proc)
         rpc_port, metrics_port = open(port_file).read().split()[:2]
         wait_for(lambda: len(read_metrics(metrics)) >= args.warm_steps, 300, name + " warm-up", proc)
+        # Idle (no request) before and after the load, in the same process: the paired baseline
+        # that cancels this VM's drift of +-10 % over minutes.
+        idle_a = read_metrics(metrics)[-1]["step"]
+        time.sleep(args.idle_s)
         step0 = read_metrics(metrics)[-1]["step"]
         busy0, t0 = scrape(metrics_port, "tandem_busy_seconds_total"), time.time()
         total_rate = rate + args.batch_rate
         requests = max(8, int(round(total_rate * args.load_s)))
         report = os.path.join(out, name + "_serve.json")
-        subprocess.run([os.path.join(args.build, "tandem"), "bench-serve", "--server", f"127.0.0.1:{rpc_port}",
+        subprocess.run(args.client_prefix.split() + [os.path.join(args.build, "tandem"), "bench-serve", "--server", f"127.0.0.1:{rpc_port}",
                         "--rate", str(total_rate), "--requests", str(requests), "--realtime-fraction",
                         str(rate / total_rate), "--prompt-tokens", "8:64", "--output-tokens", "8:32",
                         "--seed", str(seed), "--json", report],
@@ -138,6 +148,11 @@ def one_point(args, out, mode, rate, seed):
         busy1, t1 = scrape(metrics_port, "tandem_busy_seconds_total"), time.time()
         step1 = read_metrics(metrics)[-1]["step"]
         staleness = scrape(metrics_port, "tandem_weights_staleness")
+        # The server's own TTFT (submission to first token; this process served only the load)
+        srv_ttft = {q: scrape(metrics_port, "tandem_ttft_seconds", f'class="realtime",quantile="{q}"')
+                    for q in ("0.5", "0.99")}
+        time.sleep(args.idle_s)
+        idle_b = read_metrics(metrics)[-1]["step"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -149,14 +164,19 @@ def one_point(args, out, mode, rate, seed):
     rep = json.load(open(report))
     rt, bt = rep["classes"]["realtime"], rep["classes"]["batch"]
     wall = t1 - t0
+    rows = read_metrics(metrics)
+    # the step that ended the load also ran before it was over: idle after it starts one later
+    idle_rate = (train_rate(rows, idle_a, step0) + train_rate(rows, step1 + 1, idle_b)) / 2
     return {
         "mode": mode, "realtime_rate": rate, "batch_rate": args.batch_rate, "requests": requests,
         "rt_ttft_p50_ms": rt["ttft_s"]["p50"] * 1e3, "rt_ttft_p99_ms": rt["ttft_s"]["p99"] * 1e3,
+        "rt_server_ttft_p50_ms": srv_ttft["0.5"] * 1e3, "rt_server_ttft_p99_ms": srv_ttft["0.99"] * 1e3,
         "rt_count": rt["ttft_s"]["count"], "batch_ttft_p99_ms": bt["ttft_s"]["p99"] * 1e3,
         "batch_tokens_per_s": bt["output_tokens"] / rep["seconds"] if rep["seconds"] > 0 else 0.0,
         "rejected": sum(rep["rejected"].values()), "finished": rt["finished"] + bt["finished"],
-        "train_tokens_per_s": train_rate(read_metrics(metrics), step0, step1), "train_steps": step1 - step0,
-        "train_outside_windows_tokens_per_s": train_rate_outside_windows(read_metrics(metrics), step0, step1),
+        "train_tokens_per_s": train_rate(rows, step0, step1), "train_steps": step1 - step0,
+        "train_outside_windows_tokens_per_s": train_rate_outside_windows(rows, step0, step1),
+        "train_idle_tokens_per_s": idle_rate,
         "serving_fraction": (busy1 - busy0) / wall * serving_share, "wall_s": wall,
         "staleness_end": staleness,
     }
@@ -199,10 +219,16 @@ def main():
     ap.add_argument("--rates", default="0.5,1,2,4")
     ap.add_argument("--batch-rate", type=float, default=1.0)
     ap.add_argument("--load-s", type=float, default=40.0)
+    ap.add_argument("--idle-s", type=float, default=12.0)
+    ap.add_argument("--stream-interval-ms", type=float, default=0.0)
+    ap.add_argument("--client-prefix", default="", help="command prefix for the load generator, e.g. 'chrt --idle 0'")
     ap.add_argument("--modes", default="windows,steps,dedicated")
     ap.add_argument("--config", default="configs/quickstart.yaml")
-    ap.add_argument("--warm-steps", type=int, default=4)
-    ap.add_argument("--solo-steps", type=int, default=30)
+    # Both the runs under load and training alone skip their first warm-steps steps (buffers
+    # first touched, allocator caches filling: the first 20 steps run ~10 % slower), so the
+    # baseline is steady-state training like the rest of the load's steps.
+    ap.add_argument("--warm-steps", type=int, default=20)
+    ap.add_argument("--solo-steps", type=int, default=120)
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
     os.makedirs(args.out, exist_ok=True)
@@ -224,13 +250,18 @@ def main():
     with open(os.path.join(args.out, "results.jsonl"), "w") as f:
         for r in rows:
             r["train_solo_tokens_per_s"] = base
-            r["train_fraction"] = r["train_tokens_per_s"] / base
+            # Training alone: for windows and steps the same process idle just before and after
+            # the load (paired; it includes the idle safe-point checks), for dedicated `tandem
+            # train` on the whole machine (its trainer holds one core of two).
+            alone = base if r["mode"] == "dedicated" else r["train_idle_tokens_per_s"]
+            r["train_fraction"] = r["train_tokens_per_s"] / alone
+            r["train_fraction_vs_solo"] = r["train_tokens_per_s"] / base
             r["efficiency"] = r["train_fraction"] + r["serving_fraction"]
             # > 1: training ran slower between windows than alone (0 where not measured)
-            r["slowdown_outside_windows"] = (base / r["train_outside_windows_tokens_per_s"]
+            r["slowdown_outside_windows"] = (alone / r["train_outside_windows_tokens_per_s"]
                                              if r["train_outside_windows_tokens_per_s"] > 0 else 0.0)
             f.write(json.dumps(r) + "\n")
-    print(f"\n| mode | rt/s | rt TTFT p50 ms | rt TTFT p99 ms | batch tok/s | train tok/s | train % of solo | "
+    print(f"\n| mode | rt/s | rt TTFT p50 ms | rt TTFT p99 ms | batch tok/s | train tok/s | train % of alone | "
           f"serving % | efficiency | slowdown outside windows | failed |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -174,6 +174,8 @@ const std::vector<KeySpec>& schema() {
       {.path = "serve.queue_batch", .field = TANDEM_FIELD(serve.queue_batch),
        .range = at_least(0)},
       {.path = "serve.recompute", .field = TANDEM_FIELD(serve.recompute)},
+      {.path = "serve.stream_interval_ms", .field = TANDEM_FIELD(serve.stream_interval_ms),
+       .range = closed(0, 1000)},
       {.path = "serve.idle_heartbeat_s", .field = TANDEM_FIELD(serve.idle_heartbeat_s),
        .range = closed(0.001, 1)},
   };

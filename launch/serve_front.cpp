@@ -42,6 +42,7 @@ serve::EngineOptions ServeFrontEnds::engine_options(const std::string& config_pa
   o.scheduler.seq_len = cfg_.model.seq_len;
   o.recompute = s.recompute;
   o.idle_heartbeat_s = s.idle_heartbeat_s;
+  o.stream_interval_s = s.stream_interval_ms / 1e3;
   o.model_name = s.name.empty() ? std::filesystem::path(config_path).stem().string() : s.name;
   if (cfg_.parallel.dp > 1) {
     o.stop_requested = [this, stop] { return (stop && stop()) || (peers_ && peers_->stop_received()); };

@@ -190,7 +190,10 @@ void Engine::fail_all(const ServeError& err) {
   for (auto& [id, a] : active_) ids.push_back(id);
   for (uint64_t id : ids) {
     Active& a = active_.at(id);
-    if (!a.cancelled) a.stream->failed(err);
+    if (!a.cancelled) {
+      send_held(a, now());
+      a.stream->failed(err);
+    }
     sched_.cancel(id);
   }
   active_.clear();
@@ -258,7 +261,8 @@ void Engine::deliver(const StepPlan& plan, const std::vector<int32_t>& sampled) 
       }
       if (done && !stopped) piece.text += a.text->flush();
     }
-    a.stream->tokens({piece});
+    a.held.push_back(std::move(piece));
+    if (done || a.output_tokens == 1 || t - a.last_sent >= opt_.stream_interval_s) send_held(a, t);
     if (!done) continue;
     GenerateResult r;
     r.finish = why;
@@ -275,6 +279,19 @@ void Engine::deliver(const StepPlan& plan, const std::vector<int32_t>& sampled) 
   stats_.record_tokens(t, emitted);
 }
 
+void Engine::send_held(Active& a, double t) {
+  if (a.held.empty()) return;
+  a.stream->tokens(std::move(a.held));
+  a.held.clear();
+  a.last_sent = t;
+}
+
+void Engine::send_all_held() {
+  const double t = now();
+  for (auto& [id, a] : active_)
+    if (!a.cancelled) send_held(a, t);
+}
+
 void Engine::report_dropped(const StepPlan& plan) {
   for (const auto& [id, why] : plan.dropped) {
     auto f = active_.find(id);
@@ -283,6 +300,7 @@ void Engine::report_dropped(const StepPlan& plan) {
       stats_.record_cancel();
     } else {
       stats_.record_rejection(ErrorKind::DeadlineExceeded);
+      send_held(f->second, now());  // the tokens it produced before the deadline
       f->second.stream->failed(ServeError(
           ErrorKind::DeadlineExceeded,
           fmt::format("the deadline of {:.3f} s passed after {} output tokens",
@@ -401,6 +419,10 @@ WindowReport Engine::window(const WindowRequest& w) {
     deliver(plan, sampled);
     ++rep.steps;
   }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    send_all_held();  // nothing waits for the next window
+  }
   StepMessage end;
   end.command = StepCommand::EndWindow;
   exec_.exchange(&end);
@@ -424,6 +446,7 @@ void Engine::run_leader() {
       plan = sched_.plan(now());
       report_dropped(plan);
       if (plan.empty()) {
+        send_all_held();
         work_.wait_for(lock, std::chrono::duration<double>(opt_.idle_heartbeat_s));
       }
     }

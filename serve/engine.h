@@ -7,6 +7,9 @@
 // idle_heartbeat_s so followers' watchdogs stay quiet. On followers it only receives and runs
 // steps. ServingBackend methods are called on the RPC thread and only touch state behind the
 // engine's mutex (they never run the model).
+// Streaming: each sampled token goes to its stream at once, or with stream_interval_s > 0 at
+// most that often per sequence (the first token and the last always at once; what is held is
+// sent when a window ends, when the engine goes idle, and before a failure).
 // Stopping: request_stop() (any thread) makes the leader refuse new requests (ShuttingDown),
 // fail queued and running ones with ShuttingDown, broadcast Stop, and return; followers return
 // when they receive Stop.
@@ -39,6 +42,9 @@ struct EngineOptions {
   std::string model_name = "tandem";
   double idle_heartbeat_s = 0.02;  // leader: the longest wait between broadcasts when idle
   std::function<bool()> stop_requested;  // polled by the leader each step (e.g. a signal flag)
+  double stream_interval_s = 0.0;  // a sequence's streamed tokens go out at most this often (0:
+                                   // every token); the first and last at once, and whatever is
+                                   // held when a window ends or the engine goes idle
 };
 
 // One serving window (serve.mode windows, driven by serve/serving_windows.h at the trainer's
@@ -104,6 +110,8 @@ class Engine : public ServingBackend {
     int32_t prompt_tokens = 0, max_tokens = 0, output_tokens = 0;
     double arrival = 0.0, first_token = 0.0, last_token = 0.0, deadline_s = 0.0;
     bool cancelled = false;
+    std::vector<TokenPiece> held;  // sampled, not yet handed to the stream (stream_interval_s)
+    double last_sent = 0.0;
   };
   void run_leader();
   void run_follower();
@@ -111,6 +119,8 @@ class Engine : public ServingBackend {
   std::vector<int32_t> validate(const GenerateRequest& req) const;
   StepMessage build_step(const StepPlan& plan);
   void deliver(const StepPlan& plan, const std::vector<int32_t>& sampled);
+  void send_held(Active& a, double t);  // with mu_ held
+  void send_all_held();                 // with mu_ held
   void fail_all(const ServeError& err);
   void report_dropped(const StepPlan& plan);  // with mu_ held
   bool has_realtime_item(const StepPlan& plan) const;  // with mu_ held

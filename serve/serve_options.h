@@ -39,6 +39,10 @@ struct ServeOptions {
   int queue_batch = 256;
   bool recompute = false;      // reference mode: no KV reuse, recompute whole contexts
   double idle_heartbeat_s = 0.02;
+  // Streamed tokens of a sequence go out at most every stream_interval_ms (0: every token);
+  // the first and the last always at once. Fewer, larger messages cost the RPC thread and the
+  // client fewer wake-ups, which matters when they share cores with training.
+  double stream_interval_ms = 0.0;
 };
 
 }  // namespace tandem

@@ -8,6 +8,8 @@
 #   - a second server with a tiny queue: a full queue refuses with overloaded (retry-after),
 #     a request whose deadline passes while queued gets deadline_exceeded, then it serves on;
 #   - SIGTERM stops every rank cleanly;
+#   - with serve.stream_interval_ms the first token comes alone and the rest in at most one
+#     message per interval, the same greedy tokens as a server streaming every token;
 #   - the same seeded / cancel / errors scenarios and /metrics through the router of a
 #     data-parallel server (parallel.dp=2, two ranks): both replicas serve, and the cancel
 #     frees the blocks of whichever replica held them.
@@ -47,7 +49,18 @@ for m in tandem_kv_blocks_free tandem_active_sequences tandem_queue_depth tandem
   grep -q "^$m" "$WORK/metrics.txt" || { head -40 "$WORK/metrics.txt"; fail "metric $m missing"; }
 done
 pass "GET /metrics serves Prometheus text ($(grep -c '^tandem_' "$WORK/metrics.txt") samples)"
+timeout 60 "$SERVE_CHECK" "$SERVER_ADDR" greedy 464,9002,531 16 > "$WORK/every.ids" \
+  || { tail -20 "$WORK/api.log"; fail "greedy on the every-token server"; }
 stop_server api
+
+start_server interval 1 600 "$CKPT" --set serve.stream_interval_ms=1000
+timeout 60 "$SERVE_CHECK" "$SERVER_ADDR" streamed 1000 464,9002,531 16 > "$WORK/interval.ids" \
+  || { tail -20 "$WORK/interval.log"; fail "scenario streamed (serve.stream_interval_ms=1000)"; }
+cat "$WORK/interval.ids"
+[ "$(head -1 "$WORK/every.ids")" = "$(head -1 "$WORK/interval.ids")" ] \
+  || fail "stream_interval changed the tokens: $(head -1 "$WORK/every.ids") vs $(head -1 "$WORK/interval.ids")"
+stop_server interval
+pass "serve.stream_interval_ms: first token alone, then one message per interval; same tokens"
 
 start_server tight 1 600 "$CKPT" --set serve.max_seqs=1 --set serve.max_batch_tokens=8 \
   --set serve.queue_batch=2 --set serve.queue_realtime=2

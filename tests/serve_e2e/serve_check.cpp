@@ -4,6 +4,9 @@
 // usage or connection errors.
 //   serve_check HOST:PORT greedy PROMPT_IDS MAX_TOKENS      prints the generated ids
 //   serve_check HOST:PORT sampled PROMPT_IDS MAX_TOKENS     the same, seeded top-k/top-p sampling
+//   serve_check HOST:PORT streamed INTERVAL_MS PROMPT_IDS MAX_TOKENS
+//       greedy, against a server with serve.stream_interval_ms = INTERVAL_MS: the first token
+//       comes alone, then at most one message per interval (plus the last); prints the ids
 //   serve_check HOST:PORT seeded                            same seed twice -> same text
 //   serve_check HOST:PORT cancel                            cancel mid-stream frees blocks
 //   serve_check HOST:PORT errors                            each bad request: its typed error
@@ -433,6 +436,35 @@ int live(const std::string& addr, const std::string& ids, int max_tokens, int mi
 
 }  // namespace
 
+// Greedy generation counting the streamed messages (serve.stream_interval_ms).
+int streamed(RpcClient& c, int interval_ms, const std::string& ids, int max_tokens) {
+  GenerateRequest r;
+  r.prompt_tokens = parse_ids(ids);
+  r.max_tokens = max_tokens;
+  std::vector<int32_t> got;
+  std::vector<size_t> sizes;
+  const auto t0 = Clock::now();
+  auto o = c.generate(r, [&](const std::vector<TokenPiece>& ps) {
+    sizes.push_back(ps.size());
+    for (const TokenPiece& p : ps) got.push_back(p.id);
+    return true;
+  });
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  if (!o.ok) {
+    std::fprintf(stderr, "streamed: %s: %s\n", error_kind_name(o.error_kind), o.error_message.c_str());
+    return 1;
+  }
+  for (size_t i = 0; i < got.size(); ++i) std::printf("%s%d", i ? "," : "", got[i]);
+  std::printf("\n");
+  const size_t most = 2 + static_cast<size_t>(ms / interval_ms);
+  std::fprintf(stderr, "streamed: %zu tokens in %zu messages over %.0f ms (interval %d ms: at most %zu)\n",
+               got.size(), sizes.size(), ms, interval_ms, most);
+  check(static_cast<int>(got.size()) == o.result.output_tokens, "every token arrived");
+  check(!sizes.empty() && sizes[0] == 1, "the first token came alone");
+  check(sizes.size() <= most, "at most one message per interval after the first");
+  return failures ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr, "usage: serve_check HOST:PORT greedy|seeded|cancel|errors|overload|soak ...\n");
@@ -449,6 +481,7 @@ int main(int argc, char** argv) {
     RpcClient c(addr);
     if (what == "greedy" && argc == 5) return greedy(c, argv[3], std::atoi(argv[4]));
     if (what == "sampled" && argc == 5) return greedy(c, argv[3], std::atoi(argv[4]), true);
+    if (what == "streamed" && argc == 6) return streamed(c, std::atoi(argv[3]), argv[4], std::atoi(argv[5]));
     if (what == "seeded") return seeded(c);
     if (what == "errors") return errors(c);
     if (what == "replicas" && argc == 4) return replicas(c, std::atoi(argv[3]));
