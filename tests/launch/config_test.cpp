@@ -311,6 +311,7 @@ serve:
   queue_batch: 4
   recompute: true
   idle_heartbeat_s: 0.05
+  stream_interval_ms: 15
 )";
 
 void expect_every_key(const RunConfig& c) {
@@ -381,6 +382,7 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.serve.queue_batch, 4);
   EXPECT_TRUE(c.serve.recompute);
   EXPECT_DOUBLE_EQ(c.serve.idle_heartbeat_s, 0.05);
+  EXPECT_DOUBLE_EQ(c.serve.stream_interval_ms, 15.0);
 }
 
 TEST(Config, EveryKeyRoundTrips) {
