@@ -48,32 +48,23 @@ def read_metrics(path):
     return rows
 
 
-def train_rate(rows, first_step, last_step):
+def train_rate(rows, first_step, last_step, outside_windows=False):
     """Training tokens/s over steps (first_step, last_step], by the wall clock: the tokens of
     those steps over the elapsed time from the end of first_step to the end of last_step. Not
     over the steps' own step_s, which leaves out what runs between steps (the between-steps
-    safe point and its serving windows): that would count serving there as free."""
+    safe point and its serving windows): that would count serving there as free.
+    outside_windows: the time inside safe points (serving windows and idle checks,
+    `safe_point_s`) taken out: how fast training itself ran between windows. Against training
+    alone this separates the time serving took from a slowdown of training outside the
+    windows (caches refilled, threads preempted)."""
     by_step = {r["step"]: r for r in rows}
     sel = [r for r in rows if first_step < r["step"] <= last_step]
     if not sel or first_step not in by_step:
         return 0.0
     tokens = sum(r["tokens_per_s"] * r["step_s"] for r in sel)
     wall = by_step[last_step]["elapsed_s"] - by_step[first_step]["elapsed_s"]
-    return tokens / wall if wall > 0 else 0.0
-
-
-def train_rate_outside_windows(rows, first_step, last_step):
-    """Training tokens/s over the same steps with the time inside safe points (serving windows
-    and idle checks, `safe_point_s`) taken out: how fast training itself ran between windows.
-    Against training alone this separates the time serving took from a slowdown of training
-    outside the windows (caches refilled, threads preempted)."""
-    by_step = {r["step"]: r for r in rows}
-    sel = [r for r in rows if first_step < r["step"] <= last_step]
-    if not sel or first_step not in by_step:
-        return 0.0
-    tokens = sum(r["tokens_per_s"] * r["step_s"] for r in sel)
-    wall = by_step[last_step]["elapsed_s"] - by_step[first_step]["elapsed_s"]
-    wall -= sum(r.get("safe_point_s", 0.0) for r in sel)
+    if outside_windows:
+        wall -= sum(r.get("safe_point_s", 0.0) for r in sel)
     return tokens / wall if wall > 0 else 0.0
 
 
@@ -175,7 +166,7 @@ def one_point(args, out, mode, rate, seed):
         "batch_tokens_per_s": bt["output_tokens"] / rep["seconds"] if rep["seconds"] > 0 else 0.0,
         "rejected": sum(rep["rejected"].values()), "finished": rt["finished"] + bt["finished"],
         "train_tokens_per_s": train_rate(rows, step0, step1), "train_steps": step1 - step0,
-        "train_outside_windows_tokens_per_s": train_rate_outside_windows(rows, step0, step1),
+        "train_outside_windows_tokens_per_s": train_rate(rows, step0, step1, outside_windows=True),
         "train_idle_tokens_per_s": idle_rate,
         "serving_fraction": (busy1 - busy0) / wall * serving_share, "wall_s": wall,
         "staleness_end": staleness,
