@@ -6,7 +6,7 @@
 # bench/share_bench.py, which prints each point as it goes and the table at the end, and
 # writes results.jsonl and share_bench.png into OUT.
 #   bench/run_share_bench.sh [BUILD_DIR] [OUT]      (extra options: ARGS="--load-s 60 ...")
-# About 15 minutes on 2 cores. Run it on a quiet machine: every figure is a ratio to training
+# About 16 minutes on 2 cores. Run it on a quiet machine: every figure is a ratio to training
 # alone, measured before and after the sweep in the same run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
