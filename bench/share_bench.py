@@ -157,7 +157,11 @@ def one_point(args, out, mode, rate, seed):
     wall = t1 - t0
     rows = read_metrics(metrics)
     # the step that ended the load also ran before it was over: idle after it starts one later
-    idle_rate = (train_rate(rows, idle_a, step0) + train_rate(rows, step1 + 1, idle_b)) / 2
+    # (a side with no complete step counts as missing, not as 0 tokens/s)
+    idle_rates = [x for x in (train_rate(rows, idle_a, step0), train_rate(rows, step1 + 1, idle_b)) if x > 0]
+    if not idle_rates:
+        raise RuntimeError(f"{name}: no complete step in either idle window of {args.idle_s} s (raise --idle-s)")
+    idle_rate = sum(idle_rates) / len(idle_rates)
     return {
         "mode": mode, "realtime_rate": rate, "batch_rate": args.batch_rate, "requests": requests,
         "rt_ttft_p50_ms": rt["ttft_s"]["p50"] * 1e3, "rt_ttft_p99_ms": rt["ttft_s"]["p99"] * 1e3,

@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
 
 #include "parallel/mpi_communicator.h"
@@ -51,18 +52,23 @@ std::optional<std::pair<int, int>> first_shared_gpu(const std::vector<std::strin
   return std::nullopt;
 }
 
-DeviceComm resolve_device_comm(MPI_Comm world, DeviceComm requested, const std::string& gpu_key) {
-  if (requested == DeviceComm::Staged) return DeviceComm::Staged;
-  constexpr int kLen = 160;
-  TANDEM_CHECK(gpu_key.size() < kLen, "GPU key '{}' is longer than {} characters", gpu_key, kLen - 1);
+std::vector<std::string> allgather_gpu_keys(MPI_Comm comm, const std::string& key) {
+  constexpr size_t kLen = MPI_MAX_PROCESSOR_NAME + 64;  // "host|PCI bus id" always fits
   int size = 1;
-  TANDEM_MPI_CHECK(MPI_Comm_size(world, &size));
-  char mine[kLen] = {};
-  gpu_key.copy(mine, gpu_key.size());
-  std::vector<char> all(static_cast<size_t>(kLen) * size);
-  TANDEM_MPI_CHECK(MPI_Allgather(mine, kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, world));
+  TANDEM_MPI_CHECK(MPI_Comm_size(comm, &size));
+  std::vector<char> mine(kLen, '\0');
+  key.copy(mine.data(), std::min(key.size(), kLen - 1));
+  std::vector<char> all(kLen * static_cast<size_t>(size));
+  TANDEM_MPI_CHECK(MPI_Allgather(mine.data(), static_cast<int>(kLen), MPI_CHAR, all.data(),
+                                 static_cast<int>(kLen), MPI_CHAR, comm));
   std::vector<std::string> keys;
   for (int r = 0; r < size; ++r) keys.emplace_back(&all[static_cast<size_t>(r) * kLen]);
+  return keys;
+}
+
+DeviceComm resolve_device_comm(MPI_Comm world, DeviceComm requested, const std::string& gpu_key) {
+  if (requested == DeviceComm::Staged) return DeviceComm::Staged;
+  const std::vector<std::string> keys = allgather_gpu_keys(world, gpu_key);
   const auto shared = first_shared_gpu(keys);
   if (!shared) return DeviceComm::Nccl;
   const auto [a, b] = *shared;

@@ -7,6 +7,8 @@
 //   GroupComm   what a mesh's groups use: MPI (host tensors), NCCL, or staged (host copies +
 //               MPI, parallel/staged_communicator.h).
 //   first_shared_gpu(keys)  the first pair of ranks (i < j) whose GPU keys are equal, if any.
+//   allgather_gpu_keys(comm, key)  every rank's key, in rank order (collective over `comm`;
+//     keys are cut to MPI_MAX_PROCESSOR_NAME + 63 characters, so no rank throws before it).
 //   resolve_device_comm(world, requested, gpu_key)  for a CUDA backend; collective over
 //     `world` except for `staged` (one MPI_Allgather of every rank's gpu_key, "host|PCI bus
 //     id"), and the same answer on every rank. The world is itself one of a mesh's groups, so
@@ -41,6 +43,7 @@ const char* device_comm_name(DeviceComm c);
 const char* group_comm_name(GroupComm c);
 
 std::optional<std::pair<int, int>> first_shared_gpu(const std::vector<std::string>& keys);
+std::vector<std::string> allgather_gpu_keys(MPI_Comm comm, const std::string& key);
 
 DeviceComm resolve_device_comm(MPI_Comm world, DeviceComm requested, const std::string& gpu_key);
 

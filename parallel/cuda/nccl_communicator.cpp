@@ -11,10 +11,9 @@
 #include <cuda_runtime.h>
 
 #include <climits>
-#include <cstdio>
-#include <map>
 #include <vector>
 
+#include "parallel/device_comm.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/watched_communicator.h"
 #include "runtime/core/cuda/cuda_context.h"
@@ -181,6 +180,20 @@ class NcclCommunicator final : public detail::WatchedCommunicator {
     TANDEM_CUDA_CHECK(cudaEventRecord(p.done, stream_));
   }
 
+  // Runs `queue` (the NCCL call and record_done). Once NCCL may hold the operation's tensors, a
+  // failure must not hand them back to the allocator: the operation is stranded (kept until
+  // its stream is idle, as a timed-out one is) and the group is marked unusable.
+  template <class F>
+  void queue_or_strand(std::unique_ptr<NcclPending>& p, F&& queue) {
+    try {
+      queue();
+    } catch (const std::exception& e) {
+      mark_broken(fmt::format("{} failed once NCCL work may have been queued: {}", describe(*p), e.what()));
+      strand(std::unique_ptr<PendingOp>(std::move(p)));
+      throw;
+    }
+  }
+
   std::unique_ptr<PendingOp> start_all_reduce(Tensor& t, ReduceOp op) {
     check_usable(OpKind::AllReduce);
     check_tensor(t, OpKind::AllReduce, "tensor", true);
@@ -188,10 +201,12 @@ class NcclCommunicator final : public detail::WatchedCommunicator {
     p->reduce = detail::reduce_name(op);
     p->keep = {t};
     queue_after_compute();
-    TANDEM_NCCL_CHECK(ncclAllReduce(t.raw(), t.raw(), static_cast<size_t>(t.numel()),
-                                    nccl_type(t.dtype()), op == ReduceOp::Sum ? ncclSum : ncclMax,
-                                    comm_, stream_));
-    record_done(*p);
+    queue_or_strand(p, [&] {
+      TANDEM_NCCL_CHECK(ncclAllReduce(t.raw(), t.raw(), static_cast<size_t>(t.numel()),
+                                      nccl_type(t.dtype()), op == ReduceOp::Sum ? ncclSum : ncclMax,
+                                      comm_, stream_));
+      record_done(*p);
+    });
     count(static_cast<int64_t>(t.nbytes()));
     return p;
   }
@@ -203,9 +218,11 @@ class NcclCommunicator final : public detail::WatchedCommunicator {
     p->reduce = "sum";
     p->keep = {out, in};
     queue_after_compute();
-    TANDEM_NCCL_CHECK(ncclReduceScatter(in.raw(), out.raw(), static_cast<size_t>(out.numel()),
-                                        nccl_type(in.dtype()), ncclSum, comm_, stream_));
-    record_done(*p);
+    queue_or_strand(p, [&] {
+      TANDEM_NCCL_CHECK(ncclReduceScatter(in.raw(), out.raw(), static_cast<size_t>(out.numel()),
+                                          nccl_type(in.dtype()), ncclSum, comm_, stream_));
+      record_done(*p);
+    });
     count(static_cast<int64_t>(in.nbytes()));
     return p;
   }
@@ -216,8 +233,10 @@ class NcclCommunicator final : public detail::WatchedCommunicator {
     auto p = make_pending(OpKind::AllGather, in.nbytes());
     p->keep = {out, in};
     queue_after_compute();
-    TANDEM_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), in.nbytes(), ncclInt8, comm_, stream_));
-    record_done(*p);
+    queue_or_strand(p, [&] {
+      TANDEM_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), in.nbytes(), ncclInt8, comm_, stream_));
+      record_done(*p);
+    });
     count(static_cast<int64_t>(in.nbytes()));
     return p;
   }
@@ -230,8 +249,10 @@ class NcclCommunicator final : public detail::WatchedCommunicator {
     p->peer = root;
     p->keep = {t};
     queue_after_compute();
-    TANDEM_NCCL_CHECK(ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclInt8, root, comm_, stream_));
-    record_done(*p);
+    queue_or_strand(p, [&] {
+      TANDEM_NCCL_CHECK(ncclBroadcast(t.raw(), t.raw(), t.nbytes(), ncclInt8, root, comm_, stream_));
+      record_done(*p);
+    });
     count(static_cast<int64_t>(t.nbytes()));
     return p;
   }
@@ -254,17 +275,19 @@ class NcclCommunicator final : public detail::WatchedCommunicator {
     if (ops.empty()) return p;  // nothing queued: complete at once
     queue_after_compute();
     TANDEM_NCCL_CHECK(ncclGroupStart());
-    ncclResult_t r = ncclSuccess;
-    for (const P2POp& op : ops) {
-      const Tensor& t = op.tensor;
-      r = op.kind == P2POp::Kind::Send ? ncclSend(t.raw(), t.nbytes(), ncclInt8, op.peer, comm_, stream_)
-                                       : ncclRecv(t.raw(), t.nbytes(), ncclInt8, op.peer, comm_, stream_);
-      if (r != ncclSuccess) break;
-    }
-    const ncclResult_t end = ncclGroupEnd();
-    TANDEM_NCCL_CHECK(r);
-    TANDEM_NCCL_CHECK(end);
-    record_done(*p);
+    queue_or_strand(p, [&] {
+      ncclResult_t r = ncclSuccess;
+      for (const P2POp& op : ops) {
+        const Tensor& t = op.tensor;
+        r = op.kind == P2POp::Kind::Send ? ncclSend(t.raw(), t.nbytes(), ncclInt8, op.peer, comm_, stream_)
+                                         : ncclRecv(t.raw(), t.nbytes(), ncclInt8, op.peer, comm_, stream_);
+        if (r != ncclSuccess) break;
+      }
+      const ncclResult_t end = ncclGroupEnd();
+      TANDEM_NCCL_CHECK(r);
+      TANDEM_NCCL_CHECK(end);
+      record_done(*p);
+    });
     for (const P2POp& op : ops)
       count(op.kind == P2POp::Kind::Send ? static_cast<int64_t>(op.tensor.nbytes()) : 0);
     return p;
@@ -276,26 +299,12 @@ class NcclCommunicator final : public detail::WatchedCommunicator {
 
   // Every rank publishes "host|bus id"; a repeat means two ranks of this group share a GPU.
   void check_distinct_gpus() {
-    constexpr int kLen = 128;
-    char mine[kLen] = {};
-    char host[MPI_MAX_PROCESSOR_NAME] = {};
-    int host_len = 0;
-    TANDEM_MPI_CHECK(MPI_Get_processor_name(host, &host_len));
-    char bus[64] = {};
-    TANDEM_CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof(bus), ctx_.device));
-    std::snprintf(mine, kLen, "%.*s|%s", host_len, host, bus);
-    std::vector<char> all(static_cast<size_t>(kLen) * size_);
-    TANDEM_MPI_CHECK(MPI_Allgather(mine, kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, mpi_));
-    std::map<std::string, int> first;
-    for (int r = 0; r < size_; ++r) {
-      std::string key(&all[static_cast<size_t>(r) * kLen]);
-      auto [it, fresh] = first.emplace(key, r);
-      if (!fresh)
-        throw ConfigError(fmt::format(
-            "group '{}': ranks {} and {} of the group would share one GPU ({}); NCCL needs one "
-            "GPU per rank: start at most as many ranks per node as it has GPUs",
-            name_, it->second, r, key));
-    }
+    const std::vector<std::string> keys = allgather_gpu_keys(mpi_, gpu_key(ctx_.device));
+    if (const auto shared = first_shared_gpu(keys))
+      throw ConfigError(fmt::format(
+          "group '{}': ranks {} and {} of the group would share one GPU ({}); NCCL needs one "
+          "GPU per rank: start at most as many ranks per node as it has GPUs",
+          name_, shared->first, shared->second, keys[shared->first]));
   }
 
   // ---------------------------------------------------------------- failure paths

@@ -69,7 +69,6 @@ class CachingAllocator final : public Allocator {
     limit_ = bytes;
     trim_locked();
   }
-  const Memory& memory() const { return memory_; }
 
  protected:
   void* do_allocate(size_t bytes) override {

@@ -27,7 +27,6 @@ struct ModelOptions {
 
 enum class Precision { F32, BF16 };
 
-inline const char* precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
 // "fp32" | "bf16" (train.precision's choices); false for anything else.
 inline bool parse_precision(const std::string& s, Precision* out) {
   if (s == "fp32") *out = Precision::F32;

@@ -95,7 +95,9 @@ void run_case(const Case& c) {
     const bool leader = !trains && mesh.tp_rank() == 0 && mesh.pp_rank() == 0;
     WeightSync sync(MPI_COMM_WORLD, trains ? (sender ? SyncRole::Sender : SyncRole::Idle) : SyncRole::Receiver,
                     trains && !sender ? nullptr : &replica, leader, 60);
-    if (sync.role() != SyncRole::Idle) EXPECT_GT(sync.stats().bytes_per_sync, 0) << c.name << " rank " << me;
+    if (sync.role() != SyncRole::Idle) {
+      EXPECT_GT(sync.stats().bytes_per_sync, 0) << c.name << " rank " << me;
+    }
     if (trains) {
       if (sender) {
         EXPECT_TRUE(sync.all_senders_ready());

@@ -11,6 +11,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <memory>
+
 #include "runtime/core/error.h"
 
 namespace tandem {
@@ -26,6 +28,9 @@ struct CudaContext {
   void* workspace = nullptr;       // cuBLAS (cublasSetWorkspace) and cuBLASLt workspace
   size_t workspace_bytes = 0;
   int sm_count = 0;
+  // kernels/cuda/matmul_lt.cu's cache of cuBLASLt heuristic answers per GEMM configuration
+  // (opaque here; made on first use, freed with the context).
+  std::shared_ptr<void> lt_algo_cache;
 };
 
 }  // namespace tandem
