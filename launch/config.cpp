@@ -178,6 +178,14 @@ const std::vector<KeySpec>& schema() {
        .range = closed(0, 1000)},
       {.path = "serve.idle_heartbeat_s", .field = TANDEM_FIELD(serve.idle_heartbeat_s),
        .range = closed(0.001, 1)},
+      {.path = "serve.max_message_bytes", .field = TANDEM_FIELD(serve.max_message_bytes),
+       .range = closed(0, 1 << 30)},
+      {.path = "serve.max_connections", .field = TANDEM_FIELD(serve.max_connections),
+       .range = closed(1, 65536)},
+      {.path = "serve.idle_timeout_s", .field = TANDEM_FIELD(serve.idle_timeout_s),
+       .range = closed(0, 86400)},
+      {.path = "serve.sink_timeout_s", .field = TANDEM_FIELD(serve.sink_timeout_s),
+       .range = closed(0.01, 3600)},
   };
   return keys;
 }

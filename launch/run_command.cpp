@@ -69,7 +69,7 @@ int run_command(MpiEnv& env, int argc, char** argv) {
                static_cast<double>(serving.parameters()) * 4 / 1e6, so.kv_blocks, so.kv_block_tokens,
                static_cast<double>(exec.kv_bytes()) / 1e6);
   engine.begin_windows();
-  front.start(engine, args.port_file);
+  front.start(engine, tok.get(), args.port_file);
   trainer.set_safe_point_handler(&windows);
   double train_s = 0.0;
   for (int s = trainer.first_step(); s <= trainer.last_step(); ++s) train_s += trainer.step(s).seconds;

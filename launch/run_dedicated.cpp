@@ -97,7 +97,7 @@ int serve_side(MpiEnv& env, const RunConfig& full, const CommandArgs& args, Back
   spdlog::info("serving rank {}: {} | weights of step {} received ({:.1f} MB on this rank, {} messages)",
                part_rank, mesh.describe(), serving.weights_version(),
                static_cast<double>(sync.stats().bytes_per_sync) / 1e6, sync.stats().messages);
-  front.start(engine, args.port_file);
+  front.start(engine, tok.get(), args.port_file);
   server.loop();
   if (exec.is_leader()) {
     const serve::ServerStats& s = server.stats();

@@ -80,7 +80,7 @@ int serve_command(MpiEnv& env, int argc, char** argv) {
   if (exec.is_leader()) tok = std::make_unique<BpeTokenizer>(BpeTokenizer::load(cfg.data.tokenizer));
   ServeFrontEnds front(env.world(), env.rank(), cfg, mesh, exec.is_leader());
   serve::Engine engine(exec, tok.get(), front.engine_options(args.config, [] { return g_stop_signal.load(); }));
-  front.start(engine, args.port_file);
+  front.start(engine, tok.get(), args.port_file);
   engine.run();
   front.stop();
   spdlog::info("serve: stopped");

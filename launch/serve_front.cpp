@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "runtime/core/error.h"
+
 namespace tandem {
 
 namespace {
@@ -52,14 +54,25 @@ serve::EngineOptions ServeFrontEnds::engine_options(const std::string& config_pa
   return o;
 }
 
-void ServeFrontEnds::start(serve::Engine& engine, const std::string& port_file) {
+void ServeFrontEnds::start(serve::Engine& engine, const BpeTokenizer* tokenizer, const std::string& port_file) {
   const ServeOptions& so = cfg_.serve;
   const ParallelOptions& p = cfg_.parallel;
   const bool routed = p.dp > 1;
+  serve::ConnectionLimits limits;
+  limits.max_connections = so.max_connections;
+  limits.idle_timeout_s = so.idle_timeout_s;
+  if (so.max_message_bytes > 0) {
+    limits.max_message_bytes = static_cast<size_t>(so.max_message_bytes);
+  } else if (leader_) {
+    TANDEM_CHECK(tokenizer != nullptr, "a serving leader needs its tokenizer");
+    limits.max_message_bytes = serve::max_generate_message_bytes(cfg_.model.seq_len, tokenizer->max_token_bytes());
+  }
   if (leader_) {
     serve::RpcServerOptions ro;
     ro.listen = routed ? so.replica_listen + ":0" : so.listen;
     ro.metrics_listen = routed ? std::string() : so.metrics_listen;
+    ro.limits = limits;
+    ro.sink_timeout_s = so.sink_timeout_s;
     server_ = std::make_unique<serve::RpcServer>(engine, ro);
     server_->start();
     port_ = server_->port();
@@ -75,12 +88,16 @@ void ServeFrontEnds::start(serve::Engine& engine, const std::string& port_file) 
       rt.listen = so.listen;
       rt.metrics_listen = so.metrics_listen;
       rt.replicas = peers_->addresses();
+      rt.limits = limits;
       router_ = std::make_unique<serve::RpcRouter>(rt);
       router_->start();
       port_ = router_->port();
       metrics_port_ = router_->metrics_port();
     }
   }
+  if (leader_)
+    spdlog::info("serve bounds: messages up to {} bytes, {} connections, idle {} s, token sink {} s",
+                 limits.max_message_bytes, limits.max_connections, limits.idle_timeout_s, so.sink_timeout_s);
   if (world_rank_ == 0) {
     spdlog::info("serving on {} (port {}){}{}", so.listen, port_,
                  metrics_port_ ? fmt::format(", metrics on port {}", metrics_port_) : std::string(),

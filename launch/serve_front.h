@@ -18,6 +18,7 @@
 #include "launch/config.h"
 #include "launch/serve_replicas.h"
 #include "parallel/mesh.h"
+#include "runtime/data/bpe_tokenizer.h"
 #include "serve/engine.h"
 #include "serve/rpc_router.h"
 #include "serve/rpc_server.h"
@@ -32,7 +33,9 @@ class ServeFrontEnds {
   // The engine options of this job (scheduler sizes from serve.*), stop_requested = `stop`
   // or, for dp > 1 followers' leaders, a stop from rank 0.
   serve::EngineOptions engine_options(const std::string& config_path, std::function<bool()> stop);
-  void start(serve::Engine& engine, const std::string& port_file);
+  // tokenizer: the leader's (its longest token sizes the default message limit); may be null
+  // on ranks that are no replica leader.
+  void start(serve::Engine& engine, const BpeTokenizer* tokenizer, const std::string& port_file);
   void stop();
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }

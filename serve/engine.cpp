@@ -55,16 +55,27 @@ void Engine::request_stop() {
 
 std::vector<int32_t> Engine::validate(const GenerateRequest& req) const {
   auto bad = [](const std::string& msg) { return ServeError(ErrorKind::InvalidRequest, msg); };
-  std::vector<int32_t> ids = req.prompt_tokens;
-  if (ids.empty() && !req.prompt_text.empty()) ids = tok_->encode(req.prompt_text);
+  if (req.max_tokens < 1) throw bad(fmt::format("max_tokens {} must be >= 1", req.max_tokens));
+  if (req.max_tokens >= info_.seq_len)
+    throw bad(fmt::format("max_tokens {} leaves no room for a prompt in the model's seq_len {}", req.max_tokens,
+                          info_.seq_len));
+  // The prompt may have at most `room` tokens; a text is tokenized only as far as it could fit.
+  const auto room = static_cast<size_t>(info_.seq_len - req.max_tokens);
+  std::vector<int32_t> ids;
+  if (!req.prompt_tokens.empty()) {
+    if (req.prompt_tokens.size() > room)
+      throw bad(fmt::format("prompt ({} tokens) + max_tokens ({}) exceeds the model's seq_len {}",
+                            req.prompt_tokens.size(), req.max_tokens, info_.seq_len));
+    ids = req.prompt_tokens;
+  } else if (!req.prompt_text.empty() && !tok_->encode_bounded(req.prompt_text, room, ids)) {
+    throw bad(fmt::format("the prompt text ({} bytes) is longer than {} tokens: with max_tokens {} it exceeds the "
+                          "model's seq_len {}",
+                          req.prompt_text.size(), room, req.max_tokens, info_.seq_len));
+  }
   if (ids.empty()) throw bad("empty prompt: give prompt text or at least one token id");
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0 || ids[i] >= info_.vocab)
       throw bad(fmt::format("prompt token {} at index {} is outside [0, vocab={})", ids[i], i, info_.vocab));
-  if (req.max_tokens < 1) throw bad(fmt::format("max_tokens {} must be >= 1", req.max_tokens));
-  if (static_cast<int64_t>(ids.size()) + req.max_tokens > info_.seq_len)
-    throw bad(fmt::format("prompt ({} tokens) + max_tokens ({}) exceeds the model's seq_len {}",
-                          ids.size(), req.max_tokens, info_.seq_len));
   if (!std::isfinite(req.temperature) || req.temperature < 0.0f)
     throw bad(fmt::format("temperature {} must be finite and >= 0", req.temperature));
   if (req.top_k < 0 || req.top_k > info_.vocab)
@@ -84,15 +95,8 @@ std::vector<int32_t> Engine::validate(const GenerateRequest& req) const {
 }
 
 uint64_t Engine::submit(GenerateRequest req, std::shared_ptr<GenerateStream> stream) {
-  std::vector<int32_t> ids;
-  try {
-    if (stop_ || !accepting_) throw ServeError(ErrorKind::ShuttingDown, "the server is shutting down");
-    ids = validate(req);
-  } catch (const ServeError& e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.record_rejection(e.kind());
-    throw;
-  }
+  if (stop_ || !accepting_) throw ServeError(ErrorKind::ShuttingDown, "the server is shutting down");
+  std::vector<int32_t> ids = validate(req);  // tokenizes: outside the lock
   std::lock_guard<std::mutex> lock(mu_);
   SeqRequest r;
   r.id = next_id_++;
@@ -100,7 +104,7 @@ uint64_t Engine::submit(GenerateRequest req, std::shared_ptr<GenerateStream> str
   r.max_tokens = req.max_tokens;
   r.arrival = now();
   r.deadline = req.deadline_s > 0 ? r.arrival + req.deadline_s : 0.0;
-  r.sampling.temperature = req.temperature;
+  r.sampling.temperature = req.temperature < kMinSamplingTemperature ? 0.0f : req.temperature;
   r.sampling.top_k = req.top_k;
   r.sampling.top_p = req.top_p;
   r.sampling.seed = req.seed;
@@ -108,12 +112,7 @@ uint64_t Engine::submit(GenerateRequest req, std::shared_ptr<GenerateStream> str
   r.prompt = std::move(ids);
   const uint64_t id = r.id;
   const double arrival = r.arrival;
-  try {
-    sched_.enqueue(std::move(r));
-  } catch (const ServeError& e) {
-    stats_.record_rejection(e.kind());
-    throw;
-  }
+  sched_.enqueue(std::move(r));  // throws Overloaded when the class's queue is full
   Active a;
   a.stream = std::move(stream);
   a.text = std::make_unique<TextStream>(*tok_, req.stop);
@@ -272,7 +271,7 @@ void Engine::deliver(const StepPlan& plan, const std::vector<int32_t>& sampled) 
     r.total_s = t - a.arrival;
     r.weights_version = weights_version_;
     a.stream->finished(r);
-    stats_.record_finish(a.prompt_tokens);
+    stats_.record_prompt_tokens(a.prompt_tokens);
     sched_.finish(it.id);
     active_.erase(f);
   }
@@ -296,10 +295,7 @@ void Engine::report_dropped(const StepPlan& plan) {
   for (const auto& [id, why] : plan.dropped) {
     auto f = active_.find(id);
     if (f == active_.end()) continue;
-    if (why == DropReason::Cancelled || f->second.cancelled) {
-      stats_.record_cancel();
-    } else {
-      stats_.record_rejection(ErrorKind::DeadlineExceeded);
+    if (why != DropReason::Cancelled && !f->second.cancelled) {
       send_held(f->second, now());  // the tokens it produced before the deadline
       f->second.stream->failed(ServeError(
           ErrorKind::DeadlineExceeded,

@@ -13,9 +13,12 @@
 // Stopping: request_stop() (any thread) makes the leader refuse new requests (ShuttingDown),
 // fail queued and running ones with ShuttingDown, broadcast Stop, and return; followers return
 // when they receive Stop.
-// Validation in submit(): empty prompt, token id outside [0, vocab), prompt + max_tokens >
-// seq_len, max_tokens < 1, temperature < 0 or not finite, top_k < 0, top_p outside (0, 1],
-// more than 8 stop sequences or an empty/over-long one, a negative deadline: InvalidRequest.
+// Validation in submit() (on the caller's thread, outside the engine's lock): empty prompt,
+// token id outside [0, vocab), prompt + max_tokens > seq_len, max_tokens < 1, temperature < 0
+// or not finite, top_k < 0, top_p outside (0, 1], more than 8 stop sequences or an
+// empty/over-long one, a negative deadline: InvalidRequest. A text prompt is tokenized only as
+// far as it could fit (BpeTokenizer::encode_bounded), so its cost is bounded by the context.
+// A temperature below kMinSamplingTemperature (1e-6) is served greedy.
 #pragma once
 
 #include <atomic>

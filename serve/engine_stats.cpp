@@ -53,9 +53,6 @@ void EngineStats::fill(double now, StatsSnapshot& s) const {
   for (const auto& [b, n] : rate_)
     if (b >= bucket - static_cast<int64_t>(kRateWindowS * 10)) tokens += n;
   s.tokens_per_s = static_cast<double>(tokens) / std::min(kRateWindowS, std::max(now, 0.1));
-  s.requests_finished = finished_;
-  s.requests_cancelled = cancelled_;
-  for (int k = 0; k < 5; ++k) s.rejected[k] = rejected_[k];
   s.prompt_tokens_total = prompt_total_;
   s.output_tokens_total = output_total_;
 }

@@ -35,17 +35,15 @@ class EngineStats {
   void record_tokens(double now, int64_t n);
   void record_ttft(Priority p, double s) { ttft_[static_cast<int>(p)].add(s); }
   void record_tpot(Priority p, double s) { tpot_[static_cast<int>(p)].add(s); }
-  void record_finish(int64_t prompt_tokens) { ++finished_; prompt_total_ += prompt_tokens; }
-  void record_cancel() { ++cancelled_; }
-  void record_rejection(ErrorKind k) { ++rejected_[static_cast<int>(k)]; }
-  // Fills the latency, throughput and counter fields (queues and blocks come from elsewhere).
+  void record_prompt_tokens(int64_t n) { prompt_total_ += n; }  // of a sequence that finished
+  // Fills the latency, throughput and token-total fields (queues and blocks come from
+  // elsewhere; how requests ended is counted by the RPC front end, serve/rpc_generate.h).
   void fill(double now, StatsSnapshot& s) const;
 
  private:
   std::array<LatencyWindow, kNumPriorities> ttft_, tpot_;
   std::deque<std::pair<int64_t, int64_t>> rate_;  // (100 ms bucket, tokens)
-  int64_t finished_ = 0, cancelled_ = 0, prompt_total_ = 0, output_total_ = 0;
-  std::array<int64_t, 5> rejected_{};
+  int64_t prompt_total_ = 0, output_total_ = 0;
 };
 
 }  // namespace tandem::serve

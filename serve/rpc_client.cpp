@@ -22,7 +22,7 @@ class SinkImpl final : public rpc::TokenSink::Server {
   kj::Promise<void> tokens(TokensContext context) override {
     if (stopped_) return kj::READY_NOW;
     std::vector<TokenPiece> pieces;
-    for (auto t : context.getParams().getTokens()) pieces.push_back({t.getId(), t.getText()});
+    for (auto t : context.getParams().getTokens()) pieces.push_back({t.getId(), text_of(t.getText())});
     if (!cb_(pieces)) {
       stopped_ = true;
       cancel_->fulfill();
@@ -44,7 +44,7 @@ RpcClient::GenerateOutcome outcome_of(rpc::Outcome::Reader o) {
   } else {
     auto e = o.getError();
     out.error_kind = static_cast<ErrorKind>(e.getKind());
-    out.error_message = e.getMessage();
+    out.error_message = text_of(e.getMessage());
     out.retry_after_s = e.getRetryAfterS();
   }
   return out;
@@ -108,7 +108,7 @@ RpcClient::GenerateOutcome RpcClient::generate(const GenerateRequest& req, const
 HealthInfo RpcClient::health() {
   return blocking([&](kj::WaitScope& ws) {
     auto r = impl_->cap.healthRequest().send().wait(ws);
-    return HealthInfo{r.getLive(), r.getReady(), r.getDetail()};
+    return HealthInfo{r.getLive(), r.getReady(), text_of(r.getDetail())};
   });
 }
 

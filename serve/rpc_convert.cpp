@@ -1,6 +1,8 @@
 // capnp <-> C++ serving API conversions (contract in rpc_convert.h).
 #include "serve/rpc_convert.h"
 
+#include <spdlog/fmt/fmt.h>
+
 namespace tandem::serve {
 
 namespace {
@@ -18,21 +20,31 @@ LatencySummary from_capnp(rpc::Latency::Reader r) {
 
 }  // namespace
 
+std::string text_of(capnp::Text::Reader t) { return std::string(t.begin(), t.size()); }
+capnp::Text::Reader as_text(const std::string& s) { return capnp::Text::Reader(s.data(), s.size()); }
+
 GenerateRequest from_capnp(rpc::GenerateParams::Reader p) {
   GenerateRequest r;
   auto prompt = p.getPrompt();
   if (prompt.isText()) {
-    r.prompt_text = prompt.getText();
+    r.prompt_text = text_of(prompt.getText());
+  } else if (prompt.isTokens()) {
+    auto ids = prompt.getTokens();
+    r.prompt_tokens.reserve(ids.size());
+    for (int32_t id : ids) r.prompt_tokens.push_back(id);
   } else {
-    for (int32_t id : prompt.getTokens()) r.prompt_tokens.push_back(id);
+    throw ServeError(ErrorKind::InvalidRequest, "the prompt is neither text nor tokens (an unknown union member)");
   }
   r.max_tokens = p.getMaxTokens();
   r.temperature = p.getTemperature();
   r.top_k = p.getTopK();
   r.top_p = p.getTopP();
   r.seed = p.getSeed();
-  for (auto s : p.getStop()) r.stop.emplace_back(s.cStr(), s.size());
-  r.priority = p.getPriority() == rpc::Priority::REALTIME ? Priority::Realtime : Priority::Batch;
+  for (auto s : p.getStop()) r.stop.push_back(text_of(s));
+  const auto priority = static_cast<uint16_t>(p.getPriority());
+  if (priority >= kNumPriorities)
+    throw ServeError(ErrorKind::InvalidRequest, fmt::format("priority {} is not realtime (0) or batch (1)", priority));
+  r.priority = static_cast<Priority>(priority);
   r.deadline_s = p.getDeadlineS();
   return r;
 }
@@ -42,7 +54,7 @@ void to_capnp(const GenerateRequest& r, rpc::GenerateParams::Builder p) {
     auto t = p.getPrompt().initTokens(static_cast<unsigned>(r.prompt_tokens.size()));
     for (size_t i = 0; i < r.prompt_tokens.size(); ++i) t.set(static_cast<unsigned>(i), r.prompt_tokens[i]);
   } else {
-    p.getPrompt().setText(r.prompt_text);
+    p.getPrompt().setText(as_text(r.prompt_text));
   }
   p.setMaxTokens(r.max_tokens);
   p.setTemperature(r.temperature);
@@ -50,7 +62,7 @@ void to_capnp(const GenerateRequest& r, rpc::GenerateParams::Builder p) {
   p.setTopP(r.top_p);
   p.setSeed(r.seed);
   auto stop = p.initStop(static_cast<unsigned>(r.stop.size()));
-  for (size_t i = 0; i < r.stop.size(); ++i) stop.set(static_cast<unsigned>(i), r.stop[i]);
+  for (size_t i = 0; i < r.stop.size(); ++i) stop.set(static_cast<unsigned>(i), as_text(r.stop[i]));
   p.setPriority(r.priority == Priority::Realtime ? rpc::Priority::REALTIME : rpc::Priority::BATCH);
   p.setDeadlineS(r.deadline_s);
 }
@@ -144,7 +156,7 @@ StatsSnapshot from_capnp(rpc::Stats::Reader r) {
 }
 
 void to_capnp(const ModelInfo& m, rpc::ModelInfo::Builder b) {
-  b.setName(m.name);
+  b.setName(as_text(m.name));
   b.setLayers(m.layers);
   b.setDim(m.dim);
   b.setHeads(m.heads);
@@ -153,7 +165,7 @@ void to_capnp(const ModelInfo& m, rpc::ModelInfo::Builder b) {
   b.setDp(m.dp);
   b.setTp(m.tp);
   b.setPp(m.pp);
-  b.setLayout(m.layout);
+  b.setLayout(as_text(m.layout));
   b.setKvBlockTokens(m.kv_block_tokens);
   b.setKvBlocks(m.kv_blocks);
   b.setWeightsVersion(m.weights_version);
@@ -161,7 +173,7 @@ void to_capnp(const ModelInfo& m, rpc::ModelInfo::Builder b) {
 
 ModelInfo from_capnp(rpc::ModelInfo::Reader r) {
   ModelInfo m;
-  m.name = r.getName();
+  m.name = text_of(r.getName());
   m.layers = r.getLayers();
   m.dim = r.getDim();
   m.heads = r.getHeads();
@@ -170,7 +182,7 @@ ModelInfo from_capnp(rpc::ModelInfo::Reader r) {
   m.dp = r.getDp();
   m.tp = r.getTp();
   m.pp = r.getPp();
-  m.layout = r.getLayout();
+  m.layout = text_of(r.getLayout());
   m.kv_block_tokens = r.getKvBlockTokens();
   m.kv_blocks = r.getKvBlocks();
   m.weights_version = r.getWeightsVersion();
@@ -180,7 +192,7 @@ ModelInfo from_capnp(rpc::ModelInfo::Reader r) {
 void to_capnp(const std::vector<TokenPiece>& pieces, capnp::List<rpc::Token>::Builder b) {
   for (size_t i = 0; i < pieces.size(); ++i) {
     b[static_cast<unsigned>(i)].setId(pieces[i].id);
-    b[static_cast<unsigned>(i)].setText(pieces[i].text);
+    b[static_cast<unsigned>(i)].setText(as_text(pieces[i].text));
   }
 }
 

@@ -15,6 +15,7 @@
 #include "runtime/core/error.h"
 #include "serve/kj_glue.h"
 #include "serve/metrics_text.h"
+#include "serve/rpc_connections.h"
 #include "serve/rpc_convert.h"
 #include "serve/stats_merge.h"
 #include "serve/tandem.capnp.h"
@@ -62,9 +63,17 @@ kj::Promise<ModelInfo> replica0_info(std::vector<Upstream>& ups) {
       });
 }
 
+// The bootstrap of one client connection (round-robin state shared by all of them): every
+// call marks the connection busy while it runs.
 class RouterImpl final : public rpc::Tandem::Server {
  public:
-  explicit RouterImpl(std::vector<Upstream>& ups) : ups_(ups) {}
+  RouterImpl(std::vector<Upstream>& ups, size_t& next, std::shared_ptr<ConnectionActivity> activity)
+      : ups_(ups), next_(next), activity_(std::move(activity)) {}
+
+  DispatchCallResult dispatchCall(uint64_t interface_id, uint16_t method_id,
+                                  capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    return track_call(activity_, [&] { return rpc::Tandem::Server::dispatchCall(interface_id, method_id, context); });
+  }
 
   kj::Promise<void> generate(GenerateContext context) override {
     context.allowCancellation();
@@ -77,7 +86,7 @@ class RouterImpl final : public rpc::Tandem::Server {
     for (auto& u : ups_) {
       builder.add(u.cap.healthRequest().send().then(
           [](capnp::Response<rpc::Tandem::HealthResults>&& r) {
-            return HealthInfo{r.getLive(), r.getReady(), r.getDetail()};
+            return HealthInfo{r.getLive(), r.getReady(), text_of(r.getDetail())};
           },
           [](kj::Exception&& e) {
             return HealthInfo{false, false, std::string("unreachable: ") + e.getDescription().cStr()};
@@ -134,7 +143,8 @@ class RouterImpl final : public rpc::Tandem::Server {
   }
 
   std::vector<Upstream>& ups_;
-  size_t next_ = 0;
+  size_t& next_;
+  std::shared_ptr<ConnectionActivity> activity_;
 };
 
 class RouterMetrics final : public kj::HttpService {
@@ -192,24 +202,17 @@ struct RpcRouter::Impl {
       u.rpc = kj::heap<capnp::TwoPartyClient>(*u.conn);
       u.cap = u.rpc->bootstrap().castAs<rpc::Tandem>();
     }
-    LoggedTaskErrors errors("serve router");
-    auto tasks = std::make_unique<kj::TaskSet>(errors);
-    capnp::TwoPartyServer server(kj::heap<RouterImpl>(ups));
-    auto listener = network.parseAddress(opt.listen).wait(ws)->listen();
-    port = static_cast<int>(listener->getPort());
+    size_t next = 0;  // round-robin over the replicas, across every client connection
     kj::HttpHeaderTable table;
     RouterMetrics metrics(ups, table);
-    kj::Own<kj::HttpServer> http;
-    kj::Own<kj::ConnectionReceiver> metrics_listener;
-    // The tasks hold promises of the listeners and the HTTP server: destroyed before them.
-    KJ_DEFER(tasks.reset());
-    tasks->add(server.listen(*listener));
-    if (!opt.metrics_listen.empty()) {
-      metrics_listener = network.parseAddress(opt.metrics_listen).wait(ws)->listen();
-      metrics_port = static_cast<int>(metrics_listener->getPort());
-      http = kj::heap<kj::HttpServer>(io.provider->getTimer(), table, metrics);
-      tasks->add(http->listenHttp(*metrics_listener));
-    }
+    FrontListeners listeners(
+        *io.provider, ws, opt.limits, opt.listen,
+        [&](std::shared_ptr<ConnectionActivity> activity) -> capnp::Capability::Client {
+          return kj::heap<RouterImpl>(ups, next, kj::mv(activity));
+        },
+        opt.metrics_listen, metrics, table, "serve router");
+    port = listeners.port();
+    metrics_port = listeners.metrics_port();
     auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
     {
       std::lock_guard<std::mutex> lock(mu);

@@ -16,7 +16,8 @@
 //   - health: live; ready when every replica is ready; detail lists the replicas.
 //   - stats: every replica's stats, merged (serve/stats_merge.h), with the per-replica list.
 //   - modelInfo: replica 0's, with dp = the number of replicas.
-// Model code never runs here; nothing here calls MPI. stop() (also in the destructor) ends the
+// Client connections are bounded as the RpcServer's are (options.limits: message size,
+// connections, idle time). Model code never runs here; nothing here calls MPI. stop() (also in the destructor) ends the
 // loop, closes the connections and joins; idempotent.
 #pragma once
 
@@ -24,12 +25,15 @@
 #include <string>
 #include <vector>
 
+#include "serve/rpc_connections.h"
+
 namespace tandem::serve {
 
 struct RpcRouterOptions {
   std::string listen = "127.0.0.1:0";
   std::string metrics_listen;         // "" = no metrics endpoint
   std::vector<std::string> replicas;  // "host:port" of each replica's RpcServer
+  ConnectionLimits limits;            // of the clients' connections (serve/rpc_connections.h)
 };
 
 class RpcRouter {

@@ -43,6 +43,15 @@ struct ServeOptions {
   // the first and the last always at once. Fewer, larger messages cost the RPC thread and the
   // client fewer wake-ups, which matters when they share cores with training.
   double stream_interval_ms = 0.0;
+  // Bounds on what a client can make a server hold (docs/serving.md, "Bounds"): the largest
+  // incoming Cap'n Proto message (0: the largest valid generate call for this model's seq_len
+  // and tokenizer), the open connections per listener, the idle time after which a connection
+  // without a call in flight is closed (0: never), and how long a TokenSink call may take
+  // before its request ends with deadlineExceeded.
+  int max_message_bytes = 0;
+  int max_connections = 256;
+  double idle_timeout_s = 60.0;
+  double sink_timeout_s = 30.0;
 };
 
 }  // namespace tandem

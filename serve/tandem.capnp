@@ -115,7 +115,8 @@ struct Stats {
                                # (weightsVersion lags it while a kept copy drains); else = it
   windowsOpened @14 :Int64;    # serve.mode windows: safe points at which the engine stepped
   staleness @15 :Int64;        # trainingVersion - weightsVersion: versions behind the trainers
-                               # (merged: the worst replica)
+                               # (merged: the worst replica's own, so <= the merged
+                               # trainingVersion - weightsVersion, which mix replicas)
   weightSyncs @16 :Int64;      # serve.mode dedicated: weight versions received from the trainers
   busySeconds @17 :Float64;    # time the engine spent in steps and weight refreshes (merged: sum)
 }

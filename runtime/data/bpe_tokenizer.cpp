@@ -270,7 +270,8 @@ inline CodePoint code_point_at(const unsigned char* s, size_t n, size_t i,
   return {cp < 256 ? latin1[cp] : classify_slow(cp), len};
 }
 
-// Calls emit(begin, end) for each GPT-2 pre-tokenization piece, in order.
+// Calls emit(begin, end) for each GPT-2 pre-tokenization piece, in order, until it returns
+// false.
 template <class Emit>
 void for_each_piece(std::string_view text, Emit&& emit) {
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
@@ -284,14 +285,14 @@ void for_each_piece(std::string_view text, Emit&& emit) {
     if (c == '\'' && i + 1 < n) {
       const unsigned char a = s[i + 1];
       if (a == 's' || a == 't' || a == 'm' || a == 'd') {
-        emit(start, i + 2);
+        if (!emit(start, i + 2)) return;
         i += 2;
         continue;
       }
       if (i + 2 < n) {
         const unsigned char b = s[i + 2];
         if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
-          emit(start, i + 3);
+          if (!emit(start, i + 3)) return;
           i += 3;
           continue;
         }
@@ -313,7 +314,7 @@ void for_each_piece(std::string_view text, Emit&& emit) {
         if (x.cls != cur.cls) break;
         i += x.len;
       }
-      emit(start, i);
+      if (!emit(start, i)) return;
       continue;
     }
     // \s+(?!\S) | \s+ : a whitespace run, less its last char when a non-space follows.
@@ -326,7 +327,7 @@ void for_each_piece(std::string_view text, Emit&& emit) {
       ++count;
     }
     i = (j == n || count == 1) ? j : last;
-    emit(start, i);
+    if (!emit(start, i)) return;
   }
 }
 
@@ -527,13 +528,22 @@ uint64_t pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
 
-constexpr size_t kMaxCacheEntries = 1 << 20;
+// The word cache holds at most kMaxCacheBytes (keys, ids and a per-entry estimate of the
+// map's own overhead) and never a word longer than kMaxCachedWordBytes: when full it is
+// emptied and refilled by the words in use.
+constexpr size_t kMaxCacheBytes = size_t{8} << 20;
+constexpr size_t kMaxCachedWordBytes = 128;
+constexpr size_t kCacheEntryOverhead = 96;
+size_t cache_entry_bytes(size_t word_bytes, size_t ids) {
+  return word_bytes + ids * sizeof(int32_t) + kCacheEntryOverhead;
+}
 
 }  // namespace
 
 struct BpeTokenizer::Cache {
   std::mutex mu;
   std::unordered_map<std::string, std::vector<int32_t>, SvHash, std::equal_to<>> words;
+  size_t bytes = 0;  // cache_entry_bytes() summed over `words`
 };
 
 BpeTokenizer::BpeTokenizer() : cache_(std::make_unique<Cache>()) {}
@@ -581,6 +591,7 @@ BpeTokenizer BpeTokenizer::from_strings(std::string_view encoder_json, std::stri
                               enc_where, sym, id));
     }
     t.id_bytes_[id] = bytes;
+    if (static_cast<int64_t>(id) != t.eot_id_) t.max_token_bytes_ = std::max(t.max_token_bytes_, bytes.size());
     if (sym != "<|endoftext|>") bytes_to_id.emplace(bytes, static_cast<int32_t>(id));
   }
   TANDEM_CHECK(t.eot_id_ >= 0, "{}: no <|endoftext|> token", enc_where);
@@ -627,47 +638,114 @@ BpeTokenizer BpeTokenizer::from_strings(std::string_view encoder_json, std::stri
   return t;
 }
 
-void BpeTokenizer::bpe_piece(std::string_view piece, std::vector<int32_t>& out) const {
+// BPE of one pre-tokenized word, exactly as GPT-2's loop (merge every occurrence of the
+// lowest-ranked adjacent pair, left to right, then look again) but in O(n log n): the word is
+// a linked list of symbols, and a min-heap holds (rank, position) of candidate pairs. All the
+// entries of one rank are one pair (a rank names one merge); they pop in position order, which
+// is GPT-2's left-to-right pass, and an entry whose symbols changed since it was pushed is
+// skipped. Pairs that a merge creates are pushed only after that rank's pass, as GPT-2 looks
+// for the next pair only after the pass (none of them can have the pass's own rank: they
+// contain the merged symbol, which is neither of the pair's two).
+void BpeTokenizer::bpe_word(std::string_view piece, std::vector<int32_t>& out) const {
   const auto* p = reinterpret_cast<const unsigned char*>(piece.data());
+  const size_t n = piece.size();
+  std::vector<int32_t> sym(n);
+  std::vector<int32_t> next(n), prev(n);  // -1: none
+  for (size_t i = 0; i < n; ++i) {
+    sym[i] = byte_id_[p[i]];
+    next[i] = i + 1 < n ? static_cast<int32_t>(i + 1) : -1;
+    prev[i] = static_cast<int32_t>(i) - 1;
+  }
+  struct Cand {
+    uint32_t rank;
+    int32_t pos;
+    bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::vector<Cand> heap, born;
+  auto rank_of = [&](int32_t i) -> uint32_t {  // UINT32_MAX: no merge for (i, next[i])
+    if (i < 0 || next[i] < 0) return UINT32_MAX;
+    const auto it = merges_.find(pair_key(sym[i], sym[next[i]]));
+    return it == merges_.end() ? UINT32_MAX : static_cast<uint32_t>(it->second >> 32);
+  };
+  for (int32_t i = 0; i + 1 < static_cast<int32_t>(n); ++i)
+    if (const uint32_t r = rank_of(i); r != UINT32_MAX) heap.push_back({r, i});
+  std::make_heap(heap.begin(), heap.end(), std::greater<>());
+  while (!heap.empty()) {
+    const uint32_t rank = heap.front().rank;
+    while (!heap.empty() && heap.front().rank == rank) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+      const int32_t i = heap.back().pos;
+      heap.pop_back();
+      if (rank_of(i) != rank) continue;  // stale: a neighbour merged since it was pushed
+      const uint64_t merged = merges_.find(pair_key(sym[i], sym[next[i]]))->second;
+      sym[i] = static_cast<int32_t>(merged & 0xFFFFFFFFu);
+      const int32_t gone = next[i];
+      next[i] = next[gone];
+      if (next[i] >= 0) prev[next[i]] = i;
+      sym[gone] = -1;
+      if (prev[i] >= 0) born.push_back({0, prev[i]});
+      born.push_back({0, i});
+    }
+    for (const Cand& c : born)
+      if (sym[c.pos] >= 0)
+        if (const uint32_t r = rank_of(c.pos); r != UINT32_MAX) {
+          heap.push_back({r, c.pos});
+          std::push_heap(heap.begin(), heap.end(), std::greater<>());
+        }
+    born.clear();
+  }
+  for (int32_t i = 0; i >= 0; i = next[i]) out.push_back(sym[i]);
+}
+
+void BpeTokenizer::bpe_piece(std::string_view piece, std::vector<int32_t>& out) const {
   if (piece.size() == 1) {
-    out.push_back(byte_id_[p[0]]);
+    out.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
     return;
   }
-  auto& words = cache_->words;
-  if (const auto it = words.find(piece); it != words.end()) {
+  if (piece.size() > kMaxCachedWordBytes) {  // rare, and a cache of them only grows
+    bpe_word(piece, out);
+    return;
+  }
+  Cache& c = *cache_;
+  if (const auto it = c.words.find(piece); it != c.words.end()) {
     out.insert(out.end(), it->second.begin(), it->second.end());
     return;
   }
-  std::vector<int32_t> w(piece.size());
-  for (size_t i = 0; i < piece.size(); ++i) w[i] = byte_id_[p[i]];
-  while (w.size() > 1) {
-    uint64_t best = UINT64_MAX;
-    int32_t a = -1, b = -1;
-    for (size_t i = 0; i + 1 < w.size(); ++i) {
-      const auto it = merges_.find(pair_key(w[i], w[i + 1]));
-      if (it != merges_.end() && it->second < best) best = it->second, a = w[i], b = w[i + 1];
-    }
-    if (best == UINT64_MAX) break;
-    const auto merged = static_cast<int32_t>(best & 0xFFFFFFFFu);
-    size_t o = 0;
-    for (size_t i = 0; i < w.size();) {
-      if (i + 1 < w.size() && w[i] == a && w[i + 1] == b) {
-        w[o++] = merged;
-        i += 2;
-      } else {
-        w[o++] = w[i++];
-      }
-    }
-    w.resize(o);
+  const size_t first = out.size();
+  bpe_word(piece, out);
+  std::vector<int32_t> w(out.begin() + static_cast<std::ptrdiff_t>(first), out.end());
+  const size_t cost = cache_entry_bytes(piece.size(), w.size());
+  if (c.bytes + cost > kMaxCacheBytes) {
+    c.words = decltype(c.words)();  // frees the buckets too
+    c.bytes = 0;
   }
-  out.insert(out.end(), w.begin(), w.end());
-  if (words.size() >= kMaxCacheEntries) words.clear();
-  words.emplace(std::string(piece), std::move(w));
+  c.words.emplace(std::string(piece), std::move(w));
+  c.bytes += cost;
 }
 
 void BpeTokenizer::encode_into(std::string_view utf8, std::vector<int32_t>& out) const {
   std::lock_guard<std::mutex> lock(cache_->mu);
-  for_each_piece(utf8, [&](size_t b, size_t e) { bpe_piece(utf8.substr(b, e - b), out); });
+  for_each_piece(utf8, [&](size_t b, size_t e) {
+    bpe_piece(utf8.substr(b, e - b), out);
+    return true;
+  });
+}
+
+bool BpeTokenizer::encode_bounded(std::string_view utf8, size_t max_tokens,
+                                  std::vector<int32_t>& out) const {
+  out.clear();
+  // Every token stands for at most max_token_bytes_ bytes: a longer text cannot fit.
+  if (utf8.size() > max_tokens * max_token_bytes_) return false;
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  bool fits = true;
+  for_each_piece(utf8, [&](size_t b, size_t e) {
+    const size_t at_least = (e - b + max_token_bytes_ - 1) / max_token_bytes_;
+    if (out.size() + at_least > max_tokens) return fits = false;
+    bpe_piece(utf8.substr(b, e - b), out);
+    return fits = out.size() <= max_tokens;
+  });
+  if (!fits) out.clear();
+  return fits;
 }
 
 std::vector<int32_t> BpeTokenizer::encode(std::string_view utf8) const {
@@ -675,6 +753,11 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view utf8) const {
   out.reserve(utf8.size() / 3 + 4);
   encode_into(utf8, out);
   return out;
+}
+
+size_t BpeTokenizer::cache_bytes() const {
+  std::lock_guard<std::mutex> lock(cache_->mu);
+  return cache_->bytes;
 }
 
 const std::string& BpeTokenizer::token_bytes(int32_t id) const {
@@ -691,7 +774,10 @@ std::string BpeTokenizer::decode(std::span<const int32_t> ids) const {
 
 std::vector<std::string_view> BpeTokenizer::pretokenize(std::string_view utf8) {
   std::vector<std::string_view> pieces;
-  for_each_piece(utf8, [&](size_t b, size_t e) { pieces.push_back(utf8.substr(b, e - b)); });
+  for_each_piece(utf8, [&](size_t b, size_t e) {
+    pieces.push_back(utf8.substr(b, e - b));
+    return true;
+  });
   return pieces;
 }
 

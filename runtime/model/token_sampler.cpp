@@ -18,7 +18,7 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kNucleusRange = 80.0f;
 constexpr int kBisectSteps = 40;
 
-bool samples(const SamplingParams& p) { return p.temperature > 0.0f; }
+bool samples(const SamplingParams& p) { return p.temperature >= kMinSamplingTemperature; }
 
 }  // namespace
 

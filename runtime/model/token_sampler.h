@@ -2,8 +2,10 @@
 // gathering a full row onto one rank (tp > 1 ranks each hold [R, V/tp] columns).
 //
 // Per row:
-//   temperature == 0: greedy argmax (ties: the lowest token id, so every layout agrees).
-//   temperature > 0:  z = logits / temperature, restricted to the top_k largest (top_k > 0)
+//   temperature < kMinSamplingTemperature (0 included): greedy argmax (ties: the lowest token
+//                     id, so every layout agrees). Below 1e-6, 1/temperature would overflow
+//                     (and the Gumbel noise no longer matters against logit gaps / temperature).
+//   temperature >= kMinSamplingTemperature: z = logits / temperature, restricted to the top_k largest (top_k > 0)
 //                     and then to the nucleus: the largest z-threshold whose kept
 //                     probability mass is >= top_p (top_p < 1); then Gumbel-max sampling,
 //                     argmax(z + g), with g = -log(-log u) and u a hash of (seed, step,
@@ -25,6 +27,8 @@
 #include "runtime/core/backend.h"
 
 namespace tandem {
+
+constexpr float kMinSamplingTemperature = 1e-6f;
 
 struct SamplingParams {
   float temperature = 0.0f;  // 0: greedy

@@ -312,6 +312,10 @@ serve:
   recompute: true
   idle_heartbeat_s: 0.05
   stream_interval_ms: 15
+  max_message_bytes: 65536
+  max_connections: 9
+  idle_timeout_s: 7.5
+  sink_timeout_s: 2.5
 )";
 
 void expect_every_key(const RunConfig& c) {
@@ -383,6 +387,10 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_TRUE(c.serve.recompute);
   EXPECT_DOUBLE_EQ(c.serve.idle_heartbeat_s, 0.05);
   EXPECT_DOUBLE_EQ(c.serve.stream_interval_ms, 15.0);
+  EXPECT_EQ(c.serve.max_message_bytes, 65536);
+  EXPECT_EQ(c.serve.max_connections, 9);
+  EXPECT_DOUBLE_EQ(c.serve.idle_timeout_s, 7.5);
+  EXPECT_DOUBLE_EQ(c.serve.sink_timeout_s, 2.5);
 }
 
 TEST(Config, EveryKeyRoundTrips) {

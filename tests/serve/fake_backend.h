@@ -5,7 +5,8 @@
 // stream callbacks run on the worker, outside the backend's lock, like the engine's.
 // submit() validates (empty prompt or max_tokens < 1 -> InvalidRequest, more than max_live
 // live requests -> Overloaded with retry_after 0.25 s) and throws by prompt text:
-// "shutdown" -> ShuttingDown, "throw" -> a plain std::runtime_error; a prompt "deadline" or
+// "shutdown" -> ShuttingDown, "throw" -> a plain std::runtime_error, "sleep" -> submit() takes
+// 2 s before it accepts (outside the lock: a slow tokenization); a prompt "deadline" or
 // "internal" fails later on the worker with DeadlineExceeded / Internal. cancel(id) removes
 // the request (no event follows) and is counted per id. wait_until() polls with a timeout.
 #pragma once
@@ -36,6 +37,7 @@ class FakeBackend final : public ServingBackend {
   }
 
   uint64_t submit(GenerateRequest req, std::shared_ptr<GenerateStream> stream) override {
+    if (req.prompt_text == "sleep") std::this_thread::sleep_for(std::chrono::seconds(2));
     std::lock_guard<std::mutex> lock(mu_);
     const int plen = req.prompt_tokens.empty() ? static_cast<int>(req.prompt_text.size())
                                                : static_cast<int>(req.prompt_tokens.size());
@@ -47,6 +49,8 @@ class FakeBackend final : public ServingBackend {
     if (static_cast<int>(live_.size()) >= max_live_)
       return refuse(ErrorKind::Overloaded, "queue full (" + std::to_string(max_live_) + ")", 0.25);
     const uint64_t id = next_id_++;
+    last_text_ = req.prompt_text;
+    last_stop_ = req.stop;
     Live l;
     l.req = std::move(req);
     l.prompt_len = plen;
@@ -132,6 +136,14 @@ class FakeBackend final : public ServingBackend {
     std::lock_guard<std::mutex> lock(mu_);
     return cancels_;
   }
+  std::string last_prompt_text() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_text_;
+  }
+  std::vector<std::string> last_stop() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_stop_;
+  }
   uint64_t last_id() {
     std::lock_guard<std::mutex> lock(mu_);
     return next_id_ - 1;
@@ -203,6 +215,8 @@ class FakeBackend final : public ServingBackend {
   std::map<uint64_t, Live> live_;
   std::map<uint64_t, int> cancels_;
   uint64_t next_id_ = 1;
+  std::string last_text_;
+  std::vector<std::string> last_stop_;
   int64_t submitted_ = 0, finished_ = 0, cancelled_ = 0;
   int64_t rejected_[5] = {0, 0, 0, 0, 0};
   bool quit_ = false;

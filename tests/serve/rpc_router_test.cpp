@@ -235,5 +235,25 @@ TEST(StatsMerge, SumsCountsAndKeepsTheWorstPercentile) {
   EXPECT_EQ(m.replicas[1].kv_blocks_used, 1);
 }
 
+TEST(StatsMerge, StalenessIsTheWorstReplicasOwnAndWithinTheMergedDifference) {
+  // Two replicas whose snapshots straddle a weight sync: each is one version behind its own
+  // training_version, but the oldest weights and the newest training step are two apart.
+  StatsSnapshot a, b;
+  a.training_version = 10;
+  a.weights_version = 9;
+  a.staleness = 1;
+  b.training_version = 11;
+  b.weights_version = 10;
+  b.staleness = 1;
+  const StatsSnapshot m = merge_replica_stats({a, b});
+  EXPECT_EQ(m.training_version, 11);
+  EXPECT_EQ(m.weights_version, 9);
+  EXPECT_EQ(m.staleness, 1);
+  EXPECT_LE(m.staleness, m.training_version - m.weights_version);
+  b.weights_version = 8;
+  b.staleness = 3;
+  EXPECT_EQ(merge_replica_stats({a, b}).staleness, 3);
+}
+
 }  // namespace
 }  // namespace tandem::serve

@@ -114,7 +114,9 @@ TEST(RpcServer, ManyConcurrentRequestsWithRandomCancels) {
 TEST(RpcServer, BusyAddressIsAClearErrorNotACrash) {
   Served a;
   FakeBackend b;
-  RpcServer second(b, RpcServerOptions{a.addr(), ""});
+  RpcServerOptions o;
+  o.listen = a.addr();
+  RpcServer second(b, o);
   try {
     second.start();
     FAIL() << "a second server started on " << a.addr();

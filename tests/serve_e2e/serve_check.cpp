@@ -406,7 +406,18 @@ int live(const std::string& addr, const std::string& ids, int max_tokens, int mi
         training_seen = std::max(training_seen, st.training_version);
         staleness_seen = std::max(staleness_seen, st.staleness);
         checked_version = last_version;  // the replies this stats call must cover
-        if (st.staleness != st.training_version - st.weights_version) staleness_ok = 0;
+        // One server: staleness is its own difference. Merged (replicas listed): each replica's
+        // is exact, the merge is the worst of them, and no more than the merged difference.
+        if (st.replicas.empty()) {
+          if (st.staleness != st.training_version - st.weights_version) staleness_ok = 0;
+        } else {
+          int64_t worst = 0;
+          for (const StatsSnapshot& r : st.replicas) {
+            if (r.staleness != r.training_version - r.weights_version) staleness_ok = 0;
+            worst = std::max(worst, r.staleness);
+          }
+          if (st.staleness != worst || st.staleness > st.training_version - st.weights_version) staleness_ok = 0;
+        }
       } catch (const std::exception&) {
         break;
       }
@@ -425,7 +436,7 @@ int live(const std::string& addr, const std::string& ids, int max_tokens, int mi
   check(ordered == 1, "weights versions never go back");
   check(by_version.size() >= 2, "the weights version advanced while serving (" + std::to_string(by_version.size()) + " versions)");
   check(training_seen >= checked_version, "stats trainingVersion (" + std::to_string(training_seen) + ") >= the newest reply's version before it (" + std::to_string(checked_version) + ")");
-  check(staleness_ok == 1, "stats staleness = trainingVersion - weightsVersion");
+  check(staleness_ok == 1, "stats staleness = trainingVersion - weightsVersion (merged: the worst replica's)");
   if (max_staleness >= 0)
     check(staleness_seen <= max_staleness, "stats staleness stayed within " + std::to_string(max_staleness) +
                                                " versions (worst seen " + std::to_string(staleness_seen) + ")");
