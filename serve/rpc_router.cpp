@@ -31,6 +31,18 @@ struct Upstream {
   rpc::Tandem::Client cap = nullptr;
 };
 
+// The replicas' servers close a connection that idles for serve.idle_timeout_s; the router's
+// connection to each is kept busy with a `health` call three times per idle period.
+kj::Promise<void> keep_alive(kj::Timer& timer, Upstream& u, kj::Duration every) {
+  return timer.afterDelay(every)
+      .then([&u] { return u.cap.healthRequest().send().ignoreResult(); })
+      .then([&timer, &u, every] { return keep_alive(timer, u, every); },
+            [addr = u.addr](kj::Exception&& e) {
+              spdlog::warn("serve router: replica at {} stopped answering its keep-alive: {}", addr,
+                           e.getDescription().cStr());
+            });
+}
+
 bool worth_another_replica(rpc::Outcome::Reader o) {
   if (!o.isError()) return false;
   const auto k = o.getError().getKind();
@@ -213,6 +225,12 @@ struct RpcRouter::Impl {
         opt.metrics_listen, metrics, table, "serve router");
     port = listeners.port();
     metrics_port = listeners.metrics_port();
+    LoggedTaskErrors errors("serve router");
+    kj::TaskSet keep_alives(errors);  // destroyed before the upstreams
+    if (opt.limits.idle_timeout_s > 0) {
+      const auto every = static_cast<int64_t>(opt.limits.idle_timeout_s / 3 * 1e6) * kj::MICROSECONDS;
+      for (Upstream& u : ups) keep_alives.add(keep_alive(io.provider->getTimer(), u, every));
+    }
     auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
     {
       std::lock_guard<std::mutex> lock(mu);

@@ -17,7 +17,8 @@
 //   - stats: every replica's stats, merged (serve/stats_merge.h), with the per-replica list.
 //   - modelInfo: replica 0's, with dp = the number of replicas.
 // Client connections are bounded as the RpcServer's are (options.limits: message size,
-// connections, idle time). Model code never runs here; nothing here calls MPI. stop() (also in the destructor) ends the
+// connections, idle time); the router's own connections to the replicas stay open (a `health`
+// call three times per idle_timeout_s keeps the replicas' servers from closing them). Model code never runs here; nothing here calls MPI. stop() (also in the destructor) ends the
 // loop, closes the connections and joins; idempotent.
 #pragma once
 

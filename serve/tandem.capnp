@@ -1,10 +1,19 @@
 # Tandem's serving API (Cap'n Proto 0.9, two-party RPC). docs/serving.md explains each call.
 #
 # Contract: a client bootstraps `Tandem` from the server's socket. `generate` streams the reply
-# through the client's `TokenSink` (flow-controlled `-> stream` calls) and returns an Outcome:
-# either a Result or a typed Error the client can branch on. Dropping the generate call (its
+# through the client's `TokenSink` and returns an Outcome: either a Result or a typed Error the
+# client can branch on. The server sends a reply's tokens one `tokens` call at a time, waiting
+# for each to return before the next (tokens that arrive meanwhile go together in the next
+# call), and returns the Outcome only after the last call returned: every token has reached
+# the sink by then. A sink call that throws ends the request with `internal`; one that does not
+# return within the server's serve.sink_timeout_s (or before the request's deadline) ends it
+# with `deadlineExceeded`; a null sink is `invalidRequest`. Dropping the generate call (its
 # promise) cancels the request; the server frees its KV blocks. Errors never close the
-# connection: the server keeps serving after each of them.
+# connection: the server keeps serving after each of them. Texts are taken at their full
+# length (a NUL byte is kept). Limits (docs/serving.md, "Bounds"): a message larger than the
+# server's serve.max_message_bytes (default: the largest valid generate call) ends its
+# connection with Cap'n Proto's "Message is too large"; connections beyond
+# serve.max_connections are closed at once, and one idle for serve.idle_timeout_s is closed.
 @0xc3afffc67efd9086;
 
 using Cxx = import "/capnp/c++.capnp";
@@ -16,11 +25,13 @@ enum Priority {
 }
 
 enum ErrorKind {
-  invalidRequest @0;    # the request itself is wrong; do not retry it unchanged
+  invalidRequest @0;    # the request itself is wrong (including parameters of the wrong type,
+                        # an unknown enum value, no sink); do not retry it unchanged
   overloaded @1;        # the priority class's queue is full; retry after retryAfterS
-  deadlineExceeded @2;  # the deadline passed before the reply could finish
+  deadlineExceeded @2;  # the deadline passed before the reply could finish, or the sink did
+                        # not return a call within the server's serve.sink_timeout_s
   shuttingDown @3;      # the server is stopping; go to another replica
-  internal @4;          # a bug or a failed rank; the message says which
+  internal @4;          # a bug, a failed rank, or the client's sink threw; the message says which
 }
 
 enum FinishReason {
@@ -32,11 +43,11 @@ enum FinishReason {
 
 struct GenerateParams {
   prompt :union {
-    text @0 :Text;             # tokenized with the server's GPT-2 BPE
+    text @0 :Text;             # tokenized with the server's GPT-2 BPE (only as far as it fits)
     tokens @1 :List(Int32);    # token ids, each < vocab
   }
   maxTokens @2 :Int32 = 16;    # >= 1; prompt + maxTokens <= seq_len
-  temperature @3 :Float32 = 0; # 0: greedy; > 0: sample
+  temperature @3 :Float32 = 0; # 0: greedy; > 0: sample (below 1e-6: served greedy)
   topK @4 :Int32 = 0;          # 0: off; >= 1 keeps the k most likely tokens
   topP @5 :Float32 = 1;        # (0, 1]; 1: off
   seed @6 :UInt64 = 0;         # per-request sampling seed: same seed, same text
@@ -51,7 +62,7 @@ struct Token {
 }
 
 interface TokenSink {
-  tokens @0 (tokens :List(Token)) -> stream;
+  tokens @0 (tokens :List(Token)) -> stream;  # in order; return when they are taken
 }
 
 struct Error {
@@ -104,8 +115,8 @@ struct Stats {
   kvBlocksTotal @4 :Int64;
   tokensPerS @5 :Float64;
   weightsVersion @6 :Int64;
-  requestsFinished @7 :Int64;
-  requestsCancelled @8 :Int64;
+  requestsFinished @7 :Int64;     # each request is counted once, as its client saw it: a Result,
+  requestsCancelled @8 :Int64;    # the client dropped it first, or an error of that kind
   rejections @9 :List(Rejection);
   promptTokensTotal @10 :Int64;
   outputTokensTotal @11 :Int64;

@@ -130,7 +130,8 @@ class RawClient {
       out.result = from_capnp(o.getResult());
     } else {
       out.kind = static_cast<ErrorKind>(o.getError().getKind());
-      out.message = text_of(o.getError().getMessage());
+      auto m = o.getError().getMessage();
+      out.message.assign(m.begin(), m.size());
     }
   }
 

@@ -33,8 +33,8 @@ using testing::FakeBackend;
 struct Replica {
   FakeBackend backend;
   RpcServer server;
-  explicit Replica(int max_live)
-      : backend(max_live, std::chrono::microseconds(2000)), server(backend, RpcServerOptions{}) {
+  explicit Replica(int max_live, RpcServerOptions o = {})
+      : backend(max_live, std::chrono::microseconds(2000)), server(backend, std::move(o)) {
     server.start();
   }
   std::string addr() const { return "127.0.0.1:" + std::to_string(server.port()); }
@@ -43,10 +43,13 @@ struct Replica {
 struct Routed {
   std::vector<std::unique_ptr<Replica>> replicas;
   std::unique_ptr<RpcRouter> router;
-  explicit Routed(std::vector<int> max_live) {
+  explicit Routed(std::vector<int> max_live, ConnectionLimits limits = {}) {
     RpcRouterOptions o;
+    o.limits = limits;
+    RpcServerOptions ro;
+    ro.limits = limits;
     for (int m : max_live) {
-      replicas.push_back(std::make_unique<Replica>(m));
+      replicas.push_back(std::make_unique<Replica>(m, ro));
       o.replicas.push_back(replicas.back()->addr());
     }
     router = std::make_unique<RpcRouter>(o);
@@ -85,6 +88,20 @@ TEST(RpcRouter, RoundRobinStreamsThroughAndNamesTheReplica) {
   for (size_t i = 0; i < 3; ++i)
     EXPECT_TRUE(r.backend(i).wait_until([&] { return r.backend(i).submitted_locked() == 2; }))
         << "replica " << i << " should have served 2 of the 6";
+}
+
+TEST(RpcRouter, ItsConnectionsToTheReplicasOutliveTheirIdleTimeout) {
+  ConnectionLimits limits;
+  limits.idle_timeout_s = 0.3;  // the replicas' servers close idle connections after 0.3 s
+  Routed r({100, 100}, limits);
+  RpcClient c(r.addr());
+  ASSERT_TRUE(c.generate(tokens_req(2, 3), kAll).ok);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  for (int i = 0; i < 2; ++i) {  // both replicas, after four idle periods
+    RpcClient fresh(r.addr());
+    auto o = fresh.generate(tokens_req(2, 3), kAll);
+    EXPECT_TRUE(o.ok) << "request " << i << " after the router idled: " << o.error_message;
+  }
 }
 
 // Long requests on their own threads that end (cancelled by their client) once released;

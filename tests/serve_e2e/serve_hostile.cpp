@@ -164,7 +164,9 @@ int prompts(const std::string& addr) {
   return failures ? 1 : 0;
 }
 
-bool drained(RpcClient& c, double timeout_s, StatsSnapshot* s) {
+// Polls stats (on a connection of its own) until no sequence runs and no KV block is used.
+bool drained(const std::string& addr, double timeout_s, StatsSnapshot* s) {
+  RpcClient c(addr);
   const auto t0 = Clock::now();
   for (;;) {
     *s = c.stats();
@@ -174,11 +176,11 @@ bool drained(RpcClient& c, double timeout_s, StatsSnapshot* s) {
   }
 }
 
+// Each phase on connections of its own: the test server closes connections idle for 2 s.
 int sinks(const std::string& addr, double sink_timeout_s) {
-  RpcClient stats(addr);
-  const StatsSnapshot before = stats.stats();
-  RawClient c(addr);
+  const StatsSnapshot before = RpcClient(addr).stats();
   {
+    RawClient c(addr);
     SinkLog log;
     const RawOutcome o = c.generate(greedy_req("The jury said", 40), SinkMode::Slow, 0.05, log);
     check(o.ok, "slow sink: the request succeeds " + o.message + o.rpc_error);
@@ -196,6 +198,7 @@ int sinks(const std::string& addr, double sink_timeout_s) {
     check(log.ids == plain, "slow sink: the same tokens, in order, as a fast client");
   }
   {
+    RawClient c(addr);
     SinkLog log;
     const auto t0 = Clock::now();
     const RawOutcome o = c.generate(greedy_req("Once upon a time", 50), SinkMode::Stall, 0, log);
@@ -204,24 +207,26 @@ int sinks(const std::string& addr, double sink_timeout_s) {
           "stalled sink: deadline_exceeded (" + o.message + o.rpc_error + ")");
     check(took < sink_timeout_s + 5.0, "stalled sink: ended after " + std::to_string(took) + " s");
     StatsSnapshot s;
-    check(drained(stats, 5.0, &s), "stalled sink: every KV block free afterwards (" + std::to_string(s.kv_blocks_used) +
+    check(drained(addr, 5.0, &s), "stalled sink: every KV block free afterwards (" + std::to_string(s.kv_blocks_used) +
                                        " used)");
   }
   {
+    RawClient c(addr);
     SinkLog log;
     const RawOutcome o = c.generate(greedy_req("Once upon a time", 50), SinkMode::Throw, 0, log);
     check(!o.ok && o.kind == ErrorKind::Internal, "throwing sink: internal (" + o.message + o.rpc_error + ")");
     StatsSnapshot s;
-    check(drained(stats, 5.0, &s), "throwing sink: every KV block free afterwards");
+    check(drained(addr, 5.0, &s), "throwing sink: every KV block free afterwards");
   }
   {
+    RawClient c(addr);
     const RawOutcome o = c.generate_without_sink(greedy_req("Hello", 3));
     check(!o.rpc_failed && !o.ok && o.kind == ErrorKind::InvalidRequest, "null sink: invalid_request (" + o.message + ")");
     const RawOutcome w = c.generate_with_text_params("not a struct");
     check(!w.rpc_failed && !w.ok && w.kind == ErrorKind::InvalidRequest,
           "a Text where GenerateParams belongs: invalid_request (" + w.message + w.rpc_error + ")");
   }
-  const StatsSnapshot after = stats.stats();
+  const StatsSnapshot after = RpcClient(addr).stats();
   auto delta = [&](ErrorKind k) { return after.rejected[static_cast<int>(k)] - before.rejected[static_cast<int>(k)]; };
   check(delta(ErrorKind::Internal) == 1, "stats count the throwing sink once under internal (" +
                                              std::to_string(delta(ErrorKind::Internal)) + ")");
