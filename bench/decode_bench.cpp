@@ -1,6 +1,6 @@
 // decode_bench: Tandem's inference path (Gpt::forward_cached over a paged KV cache,
 // head_logits, greedy TokenSampler) on random tokens and random weights, on the CPU or a GPU,
-// shaped like the PyTorch peers (../shared/peers/torch_gpt_bench.py --mode infer on the CPU,
+// shaped like the PyTorch peers (bench/peers/torch_gpt_bench.py --mode infer on the CPU,
 // bench/gpu/torch_gpu_bench.py --mode decode on a GPU), for a same-run comparison, next to
 // the machine's weight-read bound for decode.
 //

@@ -7,7 +7,7 @@
 # Environment: ROUNDS (default 3), ROUNDS_B16 (rounds at batch 16, default 1: the peer's
 # naive no-cache decode alone takes ~100 s there), THREADS (2), BATCHES ("1 4 16"),
 # STEPS (Tandem's repeats, default 5), PEER_STEPS (the peer's prefill repeats, 2 of them
-# warm-ups, default 3), PEER (../shared/peers/torch_gpt_bench.py).
+# warm-ups, default 3), PEER (bench/peers/torch_gpt_bench.py).
 # Needs: ./launch/setup --bench (python3-torch, libopenblas0-pthread), run with /usr/bin/python3.
 # Shape: GPT-2 124M (12 x 768, 12 heads, vocab 50257), seq 64, 32 new tokens after a 32-token
 # prompt (the peer's --mode infer: final context = seq).
@@ -25,7 +25,7 @@ THREADS=${THREADS:-2}
 BATCHES=${BATCHES:-1 4 16}
 STEPS=${STEPS:-5}
 PEER_STEPS=${PEER_STEPS:-3}
-PEER=${PEER:-$ROOT/../shared/peers/torch_gpt_bench.py}
+PEER=${PEER:-$ROOT/bench/peers/torch_gpt_bench.py}
 [ -f "$PEER" ] || { echo "peer script not found: $PEER" >&2; exit 2; }
 /usr/bin/python3 -c "import torch" 2>/dev/null || { echo "python3-torch missing: ./launch/setup --bench" >&2; exit 2; }
 [ -x "$BUILD/bench/decode_bench" ] || { echo "$BUILD/bench/decode_bench not built (cmake --build $BUILD --target decode_bench)" >&2; exit 2; }

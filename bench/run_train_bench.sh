@@ -3,7 +3,7 @@
 # count, alternated in one run: for each shape, ROUNDS rounds of (peer, Tandem); the table gives
 # the median of each side and the ratio of the medians (see docs/performance.md).
 #   bench/run_train_bench.sh [BUILD_DIR] [STEPS]
-# Environment: ROUNDS (default 3), THREADS (2), PEER (../shared/peers/torch_gpt_bench.py).
+# Environment: ROUNDS (default 3), THREADS (2), PEER (bench/peers/torch_gpt_bench.py).
 # Needs: ./launch/setup --bench (python3-torch, libopenblas0-pthread), run with /usr/bin/python3.
 # Shapes: GPT-2 124M at batch 4 x 64 tokens, and the earlier quickstart shape (4 x 256, batch 8 x 128).
 # Peak memory is the process's maximum resident set (GNU time %M) for both.
@@ -15,7 +15,7 @@ BUILD=${1:-$ROOT/build}
 STEPS=${2:-8}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
-PEER=${PEER:-$ROOT/../shared/peers/torch_gpt_bench.py}
+PEER=${PEER:-$ROOT/bench/peers/torch_gpt_bench.py}
 [ -f "$PEER" ] || { echo "peer script not found: $PEER" >&2; exit 2; }
 /usr/bin/python3 -c "import torch" 2>/dev/null || { echo "python3-torch missing: ./launch/setup --bench" >&2; exit 2; }
 command -v /usr/bin/time >/dev/null || { echo "/usr/bin/time missing (apt-get install time)" >&2; exit 2; }

@@ -1,5 +1,5 @@
 // train_bench: Tandem's training step on random tokens, shaped like the PyTorch peers
-// (../shared/peers/torch_gpt_bench.py --mode train on the CPU, bench/gpu/torch_gpu_bench.py on
+// (bench/peers/torch_gpt_bench.py --mode train on the CPU, bench/gpu/torch_gpu_bench.py on
 // a GPU), for a same-run speed/memory comparison.
 //
 // usage: train_bench [--layers 12] [--dim 768] [--heads 12] [--vocab 50257] [--seq 64]

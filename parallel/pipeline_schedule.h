@@ -1,4 +1,4 @@
-// Pipeline schedules as data (DESIGN principle 3): GPipe, 1F1B and interleaved 1F1B.
+// Pipeline schedules as data (docs/architecture.md, principle 3): GPipe, 1F1B and interleaved 1F1B.
 //
 // Contract: pure functions, no communication, no state. make_schedule(kind, stages, stage, M,
 // chunks) returns the ordered (micro-batch, chunk, F|B) actions of one pipeline rank; an
@@ -90,7 +90,7 @@ SimResult simulate(ScheduleKind kind, int stages, int microbatches, int chunks, 
 SimResult simulate_actions(const std::vector<std::vector<Action>>& per_rank, int chunks,
                            double fwd_cost, double bwd_cost);
 
-// Safe cuts (serving windows inside a pipelined step, ../shared/DESIGN.md principle 5): cut k
+// Safe cuts (serving windows inside a pipelined step, docs/architecture.md, principle 5): cut k
 // means "after each rank's first k actions". All ranks must have lists of one length n. Cut k
 // is safe when no action among the first k of any rank depends on an action past the first k
 // of another (dependencies as in simulate()), so every rank can reach cut k without waiting

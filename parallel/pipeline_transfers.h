@@ -1,4 +1,4 @@
-// Pipeline transfers as data (../shared/DESIGN.md principle 3): when each pipeline rank posts
+// Pipeline transfers as data (docs/architecture.md, principle 3): when each pipeline rank posts
 // which sends and receives, so that a pipeline over NCCL cannot deadlock, with a checker that
 // runs every rank's plan under rendezvous semantics.
 //

@@ -3,10 +3,10 @@
 # GPU checks need into one self-contained folder (default out/gpukit, git-ignored, at most
 # 64 MiB) that the device tool carries to a bare GPU machine: the binaries (tandem, the two
 # test programs, train_bench and decode_bench), check.sh's parts and the performance parts'
-# Python (scripts/), every shared library they load except glibc's and the big NVIDIA ones
-# (cuBLAS, cuBLASLt, cuDNN, NCCL, the driver; check.sh finds those on the GPU machine at run
-# time), a relocatable Open MPI (orterun, its plugins, help and config files, PMIx), the
-# quickstart config and data, and check.sh.
+# Python (scripts/, the PyTorch model torch_gpt.py included), every shared library they load
+# except glibc's and the big NVIDIA ones (cuBLAS, cuBLASLt, cuDNN, NCCL, the driver; check.sh
+# finds those on the GPU machine at run time), a relocatable Open MPI (orterun, its plugins,
+# help and config files, PMIx), the quickstart config and data, and check.sh.
 #
 # usage: bench/gpu/build_kit.sh [--gather-only] [KIT_DIR]
 #   BUILD_DIR   build folder (default build-gpukit; configured here, never build/)
@@ -59,11 +59,12 @@ for t in "${OPTIONAL_TARGETS[@]}"; do
     if [ -x "$f" ]; then cp "$f" "$STAGE/bin/"; echo "packed optional $t"; break; fi
   done
 done
-# The parts of check.sh (sourced from scripts/) and the performance parts' Python; the
-# HOOK(gpu-bf16) script when the branch that adds it is merged.
+# The parts of check.sh (sourced from scripts/) and the performance parts' Python (with the
+# repository's one PyTorch model, bench/peers/torch_gpt.py, which torch_gpu_bench.py imports
+# from beside itself); the HOOK(gpu-bf16) script when the branch that adds it is merged.
 mkdir -p "$STAGE/scripts"
 cp bench/gpu/check_correctness.sh bench/gpu/check_perf.sh bench/gpu/perf_report.py \
-   bench/gpu/torch_gpu_bench.py "$STAGE/scripts/"
+   bench/gpu/torch_gpu_bench.py bench/peers/torch_gpt.py "$STAGE/scripts/"
 if [ -f bench/gpu/bf16_track.sh ]; then cp bench/gpu/bf16_track.sh "$STAGE/scripts/"; fi
 
 # Open MPI (Debian's 4.1, external PMIx): orterun is mpirun; plugins load from OPAL_PKGLIBDIR.

@@ -3,11 +3,14 @@
 throughput and MFU (eager and torch.compile) and KV-cached greedy decode, with the model,
 batch and optimizer of Tandem's bench/train_bench.cpp and bench/decode_bench.cpp.
 
-The model is ../shared/peers/torch_gpt_bench.py's GPT-2 (pre-LayerNorm blocks, tanh GELU,
-learned positions, LM head tied to the token embedding, init N(0, 0.02), zero biases) with
-what a GPU user of PyTorch would add: fused/flash attention through
-F.scaled_dot_product_attention (PyTorch picks the kernel: flash for bf16 on Hopper), a
-fused AdamW, bf16 autocast over fp32 master weights, and a preallocated KV cache for decode.
+The model is the repository's one PyTorch reference, torch_gpt.py (bench/peers/ in the
+repository, beside this script in the kit's scripts/): GPT-2 with pre-LayerNorm blocks, tanh
+GELU, learned positions, LM head tied to the token embedding, init N(0, 0.02), zero biases.
+This script adds what a GPU user of PyTorch would: fused/flash attention through
+F.scaled_dot_product_attention (torch_gpt's attention="sdpa"; PyTorch picks the kernel: flash
+for bf16 on Hopper), a fused AdamW, bf16 autocast over fp32 master weights, the head and loss
+as one module for torch.compile (HeadLoss), and a preallocated KV cache for decode
+(torch_gpt.PreallocatedKv).
 The vocabulary is padded to a multiple of 128 (50257 -> 50304) as Tandem pads its embedding;
 tokens and targets are drawn below the logical vocabulary, and greedy decode takes the argmax
 over the logical vocabulary only.
@@ -68,21 +71,24 @@ T0 = time.monotonic()  # --deadline-s counts from here, the import of torch incl
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# perf_report.py lies beside this script; torch_gpt.py too in the kit, in ../peers in the repository.
+sys.path[:0] = [HERE, os.path.join(HERE, os.pardir, "peers")]
 import perf_report  # noqa: E402  (the MFU formula and record layout, shared with Tandem's side)
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+import torch_gpt  # noqa: E402  (the one PyTorch model of the repository)
+
+HAS_SDPA = torch_gpt.HAS_SDPA
 NOTES = []  # script-wide notes, attached to every record
 
 
@@ -122,49 +128,6 @@ def alarm(seconds):
         signal.signal(signal.SIGALRM, old)
 
 
-def attention(q, k, v, causal):
-    """q [B,H,T,D], k/v [B,H,S,D]; causal: the square T == S causal mask (prefill/training),
-    else every key is visible (decode of one token)."""
-    if HAS_SDPA:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))
-    if causal:
-        T, S = q.size(-2), k.size(-2)
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
-        att = att.masked_fill(~mask, float("-inf"))
-    return F.softmax(att, dim=-1) @ v
-
-
-class Block(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.heads = heads
-        self.ln1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.ln2 = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, 4 * dim)
-        self.fc_proj = nn.Linear(4 * dim, dim)
-
-    def forward(self, x, cache_k=None, cache_v=None, past=0):
-        """cache_k/v: [B, H, Tmax, D] of this layer, written at [past, past + T)."""
-        B, T, C = x.shape
-        h = self.heads
-        q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
-        q = q.view(B, T, h, C // h).transpose(1, 2)
-        k = k.view(B, T, h, C // h).transpose(1, 2)
-        v = v.view(B, T, h, C // h).transpose(1, 2)
-        if cache_k is not None:
-            cache_k[:, :, past:past + T] = k
-            cache_v[:, :, past:past + T] = v
-            k, v = cache_k[:, :, :past + T], cache_v[:, :, :past + T]
-            if T > 1 and past > 0:
-                raise ValueError("a chunk of several tokens after a cached prefix is not supported")
-        y = attention(q, k, v, causal=T > 1).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + self.proj(y)
-        return x + self.fc_proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
-
-
 class HeadLoss(nn.Module):
     """Final LayerNorm, the tied LM head and the mean cross-entropy (one compile region)."""
 
@@ -173,44 +136,21 @@ class HeadLoss(nn.Module):
         self.ln_f, self.wte = ln_f, wte
 
     def forward(self, x, targets):
-        logits = self.ln_f(x) @ self.wte.weight.t()
+        logits = torch_gpt.tied_logits(self.ln_f, self.wte, x)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
 
-class GPT(nn.Module):
+class GPT(torch_gpt.GPT):
+    """torch_gpt's GPT with SDPA attention where torch has it; forward(idx, targets) is the
+    training loss alone, through HeadLoss, which is what torch.compile compiles."""
+
     def __init__(self, layers, dim, heads, vocab_padded, max_seq):
-        super().__init__()
-        self.wte = nn.Embedding(vocab_padded, dim)
-        self.wpe = nn.Embedding(max_seq, dim)
-        self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(layers)])
-        self.ln_f = nn.LayerNorm(dim)
+        super().__init__(layers, dim, heads, vocab_padded, max_seq,
+                         attention="sdpa" if HAS_SDPA else "explicit")
         self.head_loss = HeadLoss(self.ln_f, self.wte)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m):
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-
-    def embed(self, idx, past=0):
-        pos = torch.arange(past, past + idx.size(1), device=idx.device)
-        return self.wte(idx) + self.wpe(pos)
 
     def forward(self, idx, targets):
-        x = self.embed(idx)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.head_loss(x, targets)
-
-    def logits_last(self, idx, cache=None, past=0):
-        """Logits of each sequence's last position; cache: (list of k, list of v) or None."""
-        x = self.embed(idx, past)
-        for i, blk in enumerate(self.blocks):
-            x = blk(x) if cache is None else blk(x, cache[0][i], cache[1][i], past)
-        x = self.ln_f(x[:, -1, :])
-        return x @ self.wte.weight.t()
+        return self.head_loss(self.hidden(idx), targets)
 
 
 def build_model(layers, dim, heads, vocab_padded, max_seq, dev):
@@ -369,26 +309,26 @@ def train_one(spec, precision, args, dev, compile_how, jsonl, part):
 @torch.no_grad()
 def greedy(model, prompt, new_tokens, vocab, cache):
     """Greedy decode of new_tokens after prompt [B, P]; returns ([B, new_tokens] ids on the
-    device, prefill seconds). cache: (k list, v list) preallocated, or None: no cache."""
+    device, prefill seconds). cache: one torch_gpt.PreallocatedKv per block, or None: no cache."""
     dev = prompt.device
     out = []
     t0 = time.perf_counter()
     if cache is not None:
-        logits = model.logits_last(prompt, cache, past=0)
+        logits = model.last_logits(prompt, cache, past=0)
         nxt = logits[:, :vocab].argmax(dim=-1, keepdim=True)
         sync(dev)
         prefill_s = time.perf_counter() - t0
         out.append(nxt)
         P = prompt.size(1)
         for i in range(new_tokens - 1):
-            logits = model.logits_last(nxt, cache, past=P + i)
+            logits = model.last_logits(nxt, cache, past=P + i)
             nxt = logits[:, :vocab].argmax(dim=-1, keepdim=True)
             out.append(nxt)
     else:
         ctx = prompt
         prefill_s = 0.0
         for _ in range(new_tokens):
-            nxt = model.logits_last(ctx)[:, :vocab].argmax(dim=-1, keepdim=True)
+            nxt = model.last_logits(ctx)[:, :vocab].argmax(dim=-1, keepdim=True)
             out.append(nxt)
             ctx = torch.cat([ctx, nxt], dim=1)
     return torch.cat(out, dim=1), prefill_s
@@ -404,9 +344,7 @@ def decode_one(spec, batch, precision, args, dev, jsonl, part):
         torch.cuda.reset_peak_memory_stats(dev)
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, args.vocab, (batch, P), generator=g).to(dev)
-    shape = (batch, H, P + G, C // H)
-    cache = ([torch.empty(shape, device=dev, dtype=dtype) for _ in range(L)],
-             [torch.empty(shape, device=dev, dtype=dtype) for _ in range(L)])
+    cache = [torch_gpt.PreallocatedKv(batch, H, P + G, C // H, dtype, dev) for _ in range(L)]
     rates, prefills, steady, first = [], [], [], None
     for run in range(args.decode_runs + 1):
         sync(dev)

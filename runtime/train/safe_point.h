@@ -1,6 +1,6 @@
 // SafePointHandler: the hook through which the trainer lets a higher floor (serve/) act at a
 // safe point — a moment when every rank of the replica holds weights of one version and no
-// collective is in flight — without the trainer knowing what it does (../shared/DESIGN.md,
+// collective is in flight — without the trainer knowing what it does (docs/architecture.md,
 // principle 5). launch/ wires an implementation in; with none set the trainer runs alone.
 //
 // Where: after every optimizer step (BetweenSteps); between pipeline actions (micro-batch

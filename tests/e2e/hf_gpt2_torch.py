@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""A plain-PyTorch GPT-2 on Hugging Face names and layout, to check Tandem's HF export/import
-without `transformers` or `safetensors` (run with Debian's /usr/bin/python3 + python3-torch).
+"""The repository's PyTorch reference model (bench/peers/torch_gpt.py) read from and written in
+Hugging Face GPT-2 names and layout, to check Tandem's HF export/import without `transformers`
+or `safetensors` (run with Debian's /usr/bin/python3 + python3-torch).
 
     hf_gpt2_torch.py loss MODEL_DIR SHARD SEQ_LEN NWINDOWS
         -> "loss <float>": mean next-token cross-entropy (float32) over the first NWINDOWS
@@ -19,10 +20,12 @@ without `transformers` or `safetensors` (run with Debian's /usr/bin/python3 + py
     hf_gpt2_torch.py shard OUT.bin --from SHARD --windows N --seq-len T
         -> a Tandem token shard holding the first N*T+1 tokens of SHARD (same vocab field).
 
-Contract: the model is HF's GPT2LMHeadModel in eval mode: learned wte/wpe, pre-LN blocks,
-Conv1D weights stored [in, out] (y = x @ W + b), c_attn columns q heads | k heads | v heads,
-causal softmax attention scaled by 1/sqrt(head_dim), GELU tanh approximation, LayerNorm eps
-1e-5, LM head tied to wte. MODEL_DIR holds model.safetensors (F32/F16/BF16; names with or
+Contract: the model computed is HF's GPT2LMHeadModel in eval mode (torch_gpt.py's GPT:
+learned wte/wpe, pre-LN blocks, causal softmax attention scaled by 1/sqrt(head_dim), GELU
+tanh approximation, LayerNorm eps 1e-5, LM head tied to wte); this script adds HF's names and
+layout: Conv1D weights stored [in, out] (y = x @ W + b), read into and written from
+torch_gpt's nn.Linear [out, in] by a transpose, c_attn columns q heads | k heads | v heads
+(torch_gpt's qkv rows). MODEL_DIR holds model.safetensors (F32/F16/BF16; names with or
 without "transformer."; attn.bias/masked_bias buffers and a tied lm_head.weight are ignored)
 and config.json. Token shards: 32-byte header "TNDMTOK\\0", u32 version 1, u32 vocab,
 u64 count, u64 reserved, then count uint16 tokens (little-endian). Errors print a message
@@ -39,11 +42,13 @@ import sys
 try:
     import numpy as np
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
 except ImportError:
     print("SKIP: torch not available")
     sys.exit(77)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "peers"))
+from torch_gpt import GPT  # noqa: E402  (the one PyTorch model of the repository)
 
 
 class UserError(Exception):
@@ -121,78 +126,42 @@ def read_shard(path, need):
     return vocab, torch.from_numpy(np.frombuffer(body, dtype="<u2").astype(np.int64))
 
 
-# ---------------------------------------------------------------- the model (HF layout)
-class Conv1D(nn.Module):
-    """HF's Conv1D: weight [in, out], y = x @ W + b."""
-
-    def __init__(self, n_in, n_out):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_in, n_out))
-        self.bias = nn.Parameter(torch.zeros(n_out))
-
-    def forward(self, x):
-        return x @ self.weight + self.bias
+# ---------------------------------------------------------------- HF names and layout
+TOP_NAMES = {"wte.weight": "transformer.wte.weight", "wpe.weight": "transformer.wpe.weight",
+             "ln_f.weight": "transformer.ln_f.weight", "ln_f.bias": "transformer.ln_f.bias"}
+BLOCK_PARTS = {"ln1": "ln_1", "qkv": "attn.c_attn", "proj": "attn.c_proj", "ln2": "ln_2",
+               "fc": "mlp.c_fc", "fc_proj": "mlp.c_proj"}
+CONV1D_PARTS = ("qkv", "proj", "fc", "fc_proj")  # nn.Linear in torch_gpt, Conv1D in HF
 
 
-class Attention(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.heads = heads
-        self.c_attn = Conv1D(dim, 3 * dim)
-        self.c_proj = Conv1D(dim, dim)
-
-    def forward(self, x):
-        B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
-                   for t in self.c_attn(x).split(C, dim=2))
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(C // self.heads)
-        mask = torch.ones(T, T, dtype=torch.bool).tril()
-        att = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
-        return self.c_proj((att @ v).transpose(1, 2).reshape(B, T, C))
+def hf_tensors(model):
+    """(HF name, torch_gpt parameter, transposed) in HF's GPT2LMHeadModel order (= torch_gpt's),
+    without the tied lm_head; transposed: HF stores the parameter's transpose (Conv1D)."""
+    out = []
+    for name, p in model.named_parameters():
+        if name in TOP_NAMES:
+            out.append((TOP_NAMES[name], p, False))
+            continue
+        _, layer, part, kind = name.split(".")
+        out.append((f"transformer.h.{layer}.{BLOCK_PARTS[part]}.{kind}", p,
+                    part in CONV1D_PARTS and kind == "weight"))
+    return out
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.c_fc = Conv1D(dim, 4 * dim)
-        self.c_proj = Conv1D(4 * dim, dim)
-
-    def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+def hf_state(model):
+    """HF name -> tensor in HF's layout."""
+    return {n: (p.t() if transposed else p).detach() for n, p, transposed in hf_tensors(model)}
 
 
-class Block(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(dim, eps=1e-5)
-        self.attn = Attention(dim, heads)
-        self.ln_2 = nn.LayerNorm(dim, eps=1e-5)
-        self.mlp = Mlp(dim)
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+def set_from_hf(model, tensors):
+    """Copies HF-layout tensors (name -> tensor, every name of hf_tensors) into the model."""
+    with torch.no_grad():
+        for n, p, transposed in hf_tensors(model):
+            p.copy_(tensors[n].t() if transposed else tensors[n])
 
 
-class GPT2(nn.Module):
-    """state_dict() names are exactly HF's GPT2LMHeadModel names (minus the tied lm_head)."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        C = cfg["n_embd"]
-        self.cfg = cfg
-        self.transformer = nn.Module()
-        self.transformer.wte = nn.Embedding(cfg["vocab_size"], C)
-        self.transformer.wpe = nn.Embedding(cfg["n_positions"], C)
-        self.transformer.h = nn.ModuleList(Block(C, cfg["n_head"]) for _ in range(cfg["n_layer"]))
-        self.transformer.ln_f = nn.LayerNorm(C, eps=1e-5)
-
-    def forward(self, idx):
-        tr = self.transformer
-        x = tr.wte(idx) + tr.wpe(torch.arange(idx.shape[1]))
-        for blk in tr.h:
-            x = blk(x)
-        return tr.ln_f(x) @ tr.wte.weight.t()  # tied LM head
+def make_model(cfg):
+    return GPT(cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["vocab_size"], cfg["n_positions"])
 
 
 CONFIG_KEYS = ("n_layer", "n_embd", "n_head", "vocab_size", "n_positions")
@@ -211,7 +180,7 @@ def load_model(model_dir):
         raise UserError(f"{cfg_path}: missing keys {', '.join(missing)}")
     if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
         raise UserError(f"{cfg_path}: activation_function {cfg['activation_function']} is not tanh GELU")
-    model = GPT2(cfg)
+    model = make_model(cfg)
     sd = {}
     for name, t in read_safetensors(st_path).items():
         n = name if name.startswith("transformer.") or name.startswith("lm_head.") else "transformer." + name
@@ -222,15 +191,15 @@ def load_model(model_dir):
     wte = sd.get("transformer.wte.weight")
     if head is not None and (wte is None or not torch.equal(head, wte)):
         raise UserError(f"{st_path}: lm_head.weight differs from transformer.wte.weight (untied head)")
-    want = {n: p.shape for n, p in model.state_dict().items()}
+    want = {n: p.shape for n, p in hf_state(model).items()}
     problems = [f"missing {n}" for n in want if n not in sd]
     problems += [f"unknown {n}" for n in sd if n not in want]
     problems += [f"{n} expected {list(want[n])} found {list(sd[n].shape)}"
                  for n in sd if n in want and sd[n].shape != want[n]]
     if problems:
         raise UserError(f"{st_path}: " + "; ".join(problems))
-    model.load_state_dict(sd, strict=True)
-    return model.eval()
+    set_from_hf(model, sd)
+    return model.eval(), cfg
 
 
 def config_json(layers, dim, heads, vocab, positions):
@@ -247,19 +216,19 @@ def config_json(layers, dim, heads, vocab, positions):
 def cmd_loss(a):
     if a.seq_len <= 0 or a.nwindows <= 0:
         raise UserError(f"SEQ_LEN {a.seq_len} and NWINDOWS {a.nwindows} must be positive")
-    model = load_model(a.model_dir)
-    if a.seq_len > model.cfg["n_positions"]:
-        raise UserError(f"SEQ_LEN {a.seq_len} exceeds the model's n_positions {model.cfg['n_positions']}")
+    model, cfg = load_model(a.model_dir)
+    if a.seq_len > cfg["n_positions"]:
+        raise UserError(f"SEQ_LEN {a.seq_len} exceeds the model's n_positions {cfg['n_positions']}")
     _, tokens = read_shard(a.shard, a.nwindows * a.seq_len + 1)
-    if int(tokens.max()) >= model.cfg["vocab_size"]:
-        raise UserError(f"{a.shard}: token id {int(tokens.max())} >= model vocab_size {model.cfg['vocab_size']}")
+    if int(tokens.max()) >= cfg["vocab_size"]:
+        raise UserError(f"{a.shard}: token id {int(tokens.max())} >= model vocab_size {cfg['vocab_size']}")
     T = a.seq_len
     win = torch.stack([tokens[w * T:w * T + T + 1] for w in range(a.nwindows)])
     total = 0.0
     with torch.no_grad():
         for s in range(0, a.nwindows, a.chunk):
             x, y = win[s:s + a.chunk, :-1], win[s:s + a.chunk, 1:]
-            logits = model(x)
+            logits, _ = model(x)
             total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                            reduction="sum").double())
     print(f"loss {total / (a.nwindows * T):.8f}")
@@ -274,16 +243,17 @@ def cmd_random(a):
     if a.dim % a.heads:
         raise UserError(f"--dim {a.dim} is not a multiple of --heads {a.heads}")
     cfg = dict(zip(CONFIG_KEYS, (a.layers, a.dim, a.heads, a.vocab, a.positions)))
-    model = GPT2(cfg)
+    model = make_model(cfg)
     gen = torch.Generator().manual_seed(a.seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=gen)
-            is_ln_weight = ".ln_" in name and name.endswith(".weight")
-            std = a.attn_std if name.endswith(".attn.c_attn.weight") else 0.02
-            p.copy_(1.0 + 0.1 * r if is_ln_weight else std * r)
+    drawn = {}
+    for name, p, transposed in hf_tensors(model):  # drawn in HF's order and shapes
+        r = torch.randn(p.t().shape if transposed else p.shape, generator=gen)
+        is_ln_weight = ".ln_" in name and name.endswith(".weight")
+        std = a.attn_std if name.endswith(".attn.c_attn.weight") else 0.02
+        drawn[name] = 1.0 + 0.1 * r if is_ln_weight else std * r
+    set_from_hf(model, drawn)
     os.makedirs(a.out_dir, exist_ok=True)
-    write_safetensors(os.path.join(a.out_dir, "model.safetensors"), model.state_dict(),
+    write_safetensors(os.path.join(a.out_dir, "model.safetensors"), hf_state(model),
                       {"format": "pt"})
     write_atomic(os.path.join(a.out_dir, "config.json"),
                  config_json(a.layers, a.dim, a.heads, a.vocab, a.positions).encode())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Hugging Face GPT-2 interop, both directions, against an independent PyTorch model
-# (tests/e2e/hf_gpt2_torch.py: plain torch on HF names and layout, no `transformers`).
+# Hugging Face GPT-2 interop, both directions, against PyTorch: tests/e2e/hf_gpt2_torch.py reads
+# and writes HF names and layout (safetensors, no `transformers`) over the repository's one
+# PyTorch model, bench/peers/torch_gpt.py (no code shared with Tandem).
 #
 #   export: train 5 steps of a small quickstart model with a checkpoint dir; `ckpt inspect` it
 #           (exit 0, every checksum matches, step 5, model/wte/weight [50257, 64]: the unpadded

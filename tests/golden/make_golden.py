@@ -6,11 +6,13 @@ Regenerate (Debian's python3-torch):
     /usr/bin/python3 tests/golden/make_golden.py            # from the repository root
 The output is deterministic for a given torch build (fixed seeds, one thread).
 
-Contract: the model mirrors ../shared/peers/torch_gpt_bench.py (learned wte/wpe, pre-LN
-blocks, qkv Linear(C,3C) with rows q heads | k heads | v heads, GELU tanh, ln_f, LM head tied
-to wte, LayerNorm eps 1e-5). Weights are random (std 0.02) with non-trivial LayerNorm
-weights/biases and Linear biases, so every parameter affects the loss. Parameters are named
-as Tandem names them, with torch shapes (wte is [vocab, C]; Tandem pads it to 128 rows).
+Contract: the model is the repository's one PyTorch reference, bench/peers/torch_gpt.py (learned
+wte/wpe, pre-LN blocks, qkv Linear(C,3C) with rows q heads | k heads | v heads, GELU tanh,
+ln_f, LM head tied to wte, LayerNorm eps 1e-5); this script adds only the fixture's sizes, its
+weights and the file. Weights are random (std 0.02, drawn from the fixture's own generator)
+with non-trivial LayerNorm weights/biases and Linear biases, so every parameter affects the
+loss. Parameters are named as Tandem names them, with torch shapes (wte is [vocab, C]; Tandem
+pads it to 128 rows).
 
 File format (all little-endian):
     8 bytes magic "TNDMGLD1", u32 record count, then per record:
@@ -30,76 +32,38 @@ Records:
     final.<name>          f32 weights after the last step (1-D parameters and wpe only,
                           to keep the fixture small)
 """
-import math
 import os
 import struct
 import sys
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "bench", "peers"))
+from torch_gpt import GPT  # noqa: E402  (the one PyTorch model of the repository)
 
 LAYERS, DIM, HEADS, VOCAB, SEQ, BATCH, STEPS = 2, 24, 4, 97, 16, 3, 3
 LR, BETA1, BETA2, EPS, WD, CLIP = 1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0
 SEED = 1234
 
 
-class Block(nn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.heads = heads
-        self.ln1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.ln2 = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, 4 * dim)
-        self.fc_proj = nn.Linear(4 * dim, dim)
-
-    def attn(self, x):
-        B, T, C = x.shape
-        h = self.heads
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, h, C // h).transpose(1, 2)
-        k = k.view(B, T, h, C // h).transpose(1, 2)
-        v = v.view(B, T, h, C // h).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(C // h))
-        mask = torch.ones(T, T, dtype=torch.bool).tril()
-        att = F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
-        return self.proj((att @ v).transpose(1, 2).contiguous().view(B, T, C))
-
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.fc_proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+TOP_NAMES = {"wte.weight": "wte", "wpe.weight": "wpe", "ln_f.weight": "lnf.w", "ln_f.bias": "lnf.b"}
+BLOCK_PARTS = {"ln1": "ln1", "qkv": "attn.qkv", "proj": "attn.proj", "ln2": "ln2", "fc": "mlp.fc",
+               "fc_proj": "mlp.proj"}
 
 
-class GPT(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.wte = nn.Embedding(VOCAB, DIM)
-        self.wpe = nn.Embedding(SEQ, DIM)
-        self.blocks = nn.ModuleList([Block(DIM, HEADS) for _ in range(LAYERS)])
-        self.ln_f = nn.LayerNorm(DIM)
-
-    def forward(self, idx, targets):
-        B, T = idx.shape
-        x = self.wte(idx) + self.wpe(torch.arange(T))
-        for blk in self.blocks:
-            x = blk(x)
-        logits = self.ln_f(x) @ self.wte.weight.t()  # tied LM head
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
-        return logits, loss
+def tandem_name(name):
+    """Tandem's name of a torch_gpt parameter: blocks.3.qkv.weight -> h.3.attn.qkv.w."""
+    if name in TOP_NAMES:
+        return TOP_NAMES[name]
+    _, layer, part, kind = name.split(".")
+    return f"h.{layer}.{BLOCK_PARTS[part]}.{kind[0]}"
 
 
 def tandem_names(model):
-    """(tandem name, torch parameter) in Tandem's registration order."""
-    out = [("wte", model.wte.weight), ("wpe", model.wpe.weight)]
-    for i, b in enumerate(model.blocks):
-        p = f"h.{i}."
-        for tn, mod in (("ln1", b.ln1), ("attn.qkv", b.qkv), ("attn.proj", b.proj),
-                        ("ln2", b.ln2), ("mlp.fc", b.fc), ("mlp.proj", b.fc_proj)):
-            out += [(p + tn + ".w", mod.weight), (p + tn + ".b", mod.bias)]
-    out += [("lnf.w", model.ln_f.weight), ("lnf.b", model.ln_f.bias)]
-    return out
+    """(tandem name, torch parameter) in Tandem's registration order (torch_gpt's order)."""
+    return [(tandem_name(n), p) for n, p in model.named_parameters()]
 
 
 def init_weights(model, gen):
@@ -139,7 +103,7 @@ class Writer:
 def run(dtype):
     """The whole golden computation in `dtype`; returns a dict of results."""
     gen = torch.Generator().manual_seed(SEED)
-    model = GPT()
+    model = GPT(LAYERS, DIM, HEADS, VOCAB, SEQ)
     init_weights(model, gen)
     model = model.to(dtype)
     x = torch.randint(0, VOCAB, (BATCH, SEQ), generator=gen)
@@ -176,8 +140,7 @@ def run(dtype):
 
 def main():
     torch.set_num_threads(1)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "tests/fixtures/golden_gpt.bin")
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "tests/fixtures/golden_gpt.bin")
     r = run(torch.float32)
     ref = run(torch.float64)  # context only: how far torch's own fp32 is from fp64
 
