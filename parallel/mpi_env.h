@@ -10,6 +10,9 @@
 
 namespace tandem {
 
+// The exit status of a job that Tandem ends with MPI_Abort (launch/cli.h, parallel/io_watchdog.h).
+inline constexpr int kJobAbortExitCode = 3;
+
 class MpiEnv {
  public:
   MpiEnv(int* argc, char*** argv);
