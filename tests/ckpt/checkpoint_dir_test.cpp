@@ -14,6 +14,7 @@
 
 #include "ckpt/checkpoint_dir.h"
 #include "ckpt/tensor_file.h"
+#include "tests/support/temp_dir.h"
 
 namespace tandem::ckpt {
 namespace {
@@ -22,18 +23,13 @@ namespace fs = std::filesystem;
 
 class CheckpointDir : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/tandem-ckptdir-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir); }
+  tandem::testing::TempDir tmp{"tandem_ckptdir"};
+  std::string dir = tmp.path().string();
   void put(const std::string& name, const std::string& text) { std::ofstream(dir + "/" + name, std::ios::binary) << text; }
   std::string get(const std::string& name) {
     std::ifstream in(dir + "/" + name, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
-  std::string dir;
 };
 
 // Runs `f` with writes beyond `bytes` failing (EFBIG), then restores the limit.

@@ -14,6 +14,7 @@
 
 #include "ckpt/tensor_file.h"
 #include "tests/parallel/mpi/mpi_test_util.h"
+#include "tests/support/temp_dir.h"
 
 namespace tandem::ckpt {
 namespace {
@@ -26,9 +27,6 @@ class TensorFileFaults : public ::testing::Test {
  protected:
   void SetUp() override {
     tandem::testing::ensure_mpi();
-    char tmpl[] = "/tmp/tandem-tensorfile-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir = tmpl;
     path = dir + "/t.h5";
     ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old_limit), 0);
     prev_handler = std::signal(SIGXFSZ, SIG_IGN);
@@ -36,14 +34,14 @@ class TensorFileFaults : public ::testing::Test {
   void TearDown() override {
     ::setrlimit(RLIMIT_FSIZE, &old_limit);
     std::signal(SIGXFSZ, prev_handler);
-    fs::remove_all(dir);
   }
   void limit_file_size(rlim_t bytes) {
     struct rlimit lim = old_limit;
     lim.rlim_cur = bytes;
     ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &lim), 0);
   }
-  std::string dir, path;
+  tandem::testing::TempDir tmp{"tandem_tensorfile"};
+  std::string dir = tmp.path().string(), path;
   struct rlimit old_limit {};
   void (*prev_handler)(int) = nullptr;
   const Dims shape{256, 1024};  // 1 MiB of float32

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -27,8 +29,12 @@ class TensorFileFaultsMpi : public ::testing::Test {
   void SetUp() override {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    char name[64] = "/tmp/tandem-faults-XXXXXX";
-    if (rank == 0 && ::mkdtemp(name) == nullptr) name[0] = '\0';
+    char name[4096] = "";
+    if (rank == 0) {
+      const char* base = std::getenv("TMPDIR");
+      std::snprintf(name, sizeof name, "%s/tandem_faults_XXXXXX", base && *base ? base : "/tmp");
+      if (::mkdtemp(name) == nullptr) name[0] = '\0';
+    }
     MPI_Bcast(name, sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD);
     ASSERT_NE(name[0], '\0');
     dir = name;

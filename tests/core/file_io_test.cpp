@@ -11,6 +11,7 @@
 
 #include "runtime/core/error.h"
 #include "runtime/core/file_io.h"
+#include "tests/support/temp_dir.h"
 
 namespace tandem {
 namespace {
@@ -19,13 +20,8 @@ namespace fs = std::filesystem;
 
 class AtomicFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/tandem-fileio-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir); }
-  std::string dir;
+  tandem::testing::TempDir tmp{"tandem_fileio"};
+  std::string dir = tmp.path().string();
 };
 
 TEST_F(AtomicFileTest, CommitReplacesTheFileWhole) {

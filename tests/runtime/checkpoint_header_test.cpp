@@ -12,11 +12,11 @@
 
 #include "runtime/train/checkpoint_header.h"
 #include "tests/parallel/mpi/mpi_test_util.h"
+#include "tests/support/temp_dir.h"
 
 namespace tandem {
 namespace {
 
-namespace fs = std::filesystem;
 
 const auto* const kFinalize = ::testing::AddGlobalTestEnvironment(new tandem::testing::MpiFinalizeEnvironment);
 
@@ -45,10 +45,7 @@ class CheckpointHeaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     tandem::testing::ensure_mpi();
-    char tmpl[] = "/tmp/tandem-header-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir = tmpl;
-    path = dir + "/step_00000200.h5";
+    path = tmp.file("step_00000200.h5");
     model.layers = 2;
     model.dim = 64;
     model.heads = 4;
@@ -63,7 +60,6 @@ class CheckpointHeaderTest : public ::testing::Test {
     write_checkpoint_attrs(w, model, meta, true, false);
     w.close();
   }
-  void TearDown() override { fs::remove_all(dir); }
   // The message read_checkpoint_header throws ("" when it accepts the file).
   std::string refusal() {
     try {
@@ -74,7 +70,8 @@ class CheckpointHeaderTest : public ::testing::Test {
       return e.what();
     }
   }
-  std::string dir, path;
+  tandem::testing::TempDir tmp{"tandem_header"};
+  std::string path;
   ModelOptions model;
 };
 
