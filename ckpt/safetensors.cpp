@@ -11,6 +11,7 @@
 
 #include "ckpt/json_lite.h"
 #include "runtime/core/error.h"
+#include "runtime/core/file_io.h"
 
 namespace tandem::ckpt {
 
@@ -146,25 +147,14 @@ void write_safetensors(const std::string& path, const std::vector<HostTensor>& t
   std::string text = to_json(header);
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TANDEM_CHECK(out.good(), "cannot open {} for writing: {}", tmp, std::strerror(errno));
-    const uint64_t n = text.size();
-    char len[8];
-    for (int k = 0; k < 8; ++k) len[k] = static_cast<char>((n >> (8 * k)) & 0xFF);
-    out.write(len, 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const HostTensor& t : tensors)
-      out.write(reinterpret_cast<const char*>(t.data.data()),
-                static_cast<std::streamsize>(t.data.size() * sizeof(float)));
-    out.close();
-    TANDEM_CHECK(!out.fail(), "writing {} ({} bytes of data) failed: {}", tmp, offset,
-                 std::strerror(errno));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TANDEM_CHECK(!ec, "cannot rename {} to {}: {}", tmp, path, ec.message());
+  AtomicFile out(path);  // path.tmp, renamed into place; removed on any failure
+  const uint64_t n = text.size();
+  char len[8];
+  for (int k = 0; k < 8; ++k) len[k] = static_cast<char>((n >> (8 * k)) & 0xFF);
+  out.write(len, 8);
+  out.write(text);
+  for (const HostTensor& t : tensors) out.write(t.data.data(), t.data.size() * sizeof(float));
+  out.commit();
 }
 
 std::vector<HostTensor> read_safetensors(const std::string& path,

@@ -1,103 +1,32 @@
-// Parallel-HDF5 tensor files (contract in the header).
+// Parallel-HDF5 tensor files: checksums and the reader (contract in the header; the writer is
+// in tensor_file_writer.cpp).
 #include "ckpt/tensor_file.h"
 
-#include <hdf5.h>
 #include <spdlog/fmt/fmt.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 
+#include "ckpt/hdf5_util.h"
+#include "parallel/agreement.h"
+#include "parallel/io_watchdog.h"
+#include "parallel/mpi_communicator.h"
+#include "runtime/core/file_io.h"
 #include "runtime/core/hash.h"
 
 namespace tandem::ckpt {
 
+using h5::Id;
+
 namespace {
 
-herr_t collect_error(unsigned n, const H5E_error2_t* e, void* data) {
-  auto* out = static_cast<std::string*>(data);
-  char maj[128] = "", min[128] = "";
-  H5Eget_msg(e->maj_num, nullptr, maj, sizeof maj);
-  H5Eget_msg(e->min_num, nullptr, min, sizeof min);
-  if (n < 3) *out += fmt::format("{}{} ({}: {}, {})", out->empty() ? "" : "; ", e->desc ? e->desc : "", e->func_name, maj, min);
-  return 0;
-}
-
-// HDF5's own error stack as one line (and clears it).
-std::string h5_error() {
-  std::string s;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &s);
-  H5Eclear2(H5E_DEFAULT);
-  return s.empty() ? "no HDF5 detail" : s;
-}
-
-void quiet_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
-
 [[noreturn]] void fail(const std::string& file, const std::string& what) {
-  throw CheckpointError(fmt::format("checkpoint {}: {}: {}", file, what, h5_error()));
-}
-
-struct Id {  // closes an HDF5 handle with the given function
-  hid_t id = -1;
-  herr_t (*close)(hid_t) = nullptr;
-  Id() = default;
-  Id(hid_t i, herr_t (*c)(hid_t)) : id(i), close(c) {}
-  Id(Id&& o) noexcept : id(o.id), close(o.close) { o.id = -1; }
-  Id& operator=(Id&& o) noexcept {
-    std::swap(id, o.id);
-    std::swap(close, o.close);
-    return *this;
-  }
-  ~Id() {
-    if (id >= 0 && close) close(id);
-  }
-  operator hid_t() const { return id; }
-};
-
-std::vector<hsize_t> hs(const Dims& d) { return std::vector<hsize_t>(d.begin(), d.end()); }
-
-Id file_access(MPI_Comm comm) {
-  Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-  return fapl;
-}
-
-Id independent_transfer() {
-  Id dxpl(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
-  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
-  return dxpl;
-}
-
-// File and memory selections of one segment (the memory space starts at data + offset);
-// false when it has no pieces.
-bool select_segment(hid_t fspace, const Segment& seg, Id& mspace, int64_t& offset) {
-  if (seg.pieces.empty()) return false;
-  H5Sselect_none(fspace);
-  if (seg.pieces.size() == 1) {  // one contiguous run: a plain memory space at its offset
-    const Piece& p = seg.pieces[0];
-    auto st = hs(p.slab.start), sd = hs(p.slab.stride), ct = hs(p.slab.count), bl = hs(p.slab.block);
-    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, st.data(), sd.data(), ct.data(), bl.data());
-    hsize_t n = static_cast<hsize_t>(p.numel);
-    mspace = Id(H5Screate_simple(1, &n, nullptr), H5Sclose);
-    offset = p.local_offset;
-    return true;
-  }
-  offset = 0;
-  int64_t extent = 0;
-  for (const Piece& p : seg.pieces) {
-    auto st = hs(p.slab.start), sd = hs(p.slab.stride), ct = hs(p.slab.count), bl = hs(p.slab.block);
-    H5Sselect_hyperslab(fspace, H5S_SELECT_OR, st.data(), sd.data(), ct.data(), bl.data());
-    extent = std::max(extent, p.local_offset + p.numel);
-  }
-  hsize_t n = static_cast<hsize_t>(extent);
-  mspace = Id(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  H5Sselect_none(mspace);
-  for (const Piece& p : seg.pieces) {
-    hsize_t st = static_cast<hsize_t>(p.local_offset), one = 1, bl = static_cast<hsize_t>(p.numel);
-    H5Sselect_hyperslab(mspace, H5S_SELECT_OR, &st, &one, &one, &bl);
-  }
-  return true;
+  throw CheckpointError(fmt::format("checkpoint {}: {}: {}", file, what, h5::h5_error()));
 }
 
 std::optional<uint64_t> stored_checksum(hid_t ds) {
@@ -121,8 +50,19 @@ Dims dataset_dims(hid_t ds) {
 
 }  // namespace
 
-uint64_t element_hash(int64_t i, float v) {
-  return splitmix64((static_cast<uint64_t>(i) << 32) ^ std::bit_cast<uint32_t>(v));
+uint64_t word_hash(int64_t i, uint32_t word) { return splitmix64((static_cast<uint64_t>(i) << 32) ^ word); }
+
+uint64_t element_hash(int64_t i, float v) { return word_hash(i, std::bit_cast<uint32_t>(v)); }
+
+uint64_t text_checksum(const std::string& bytes) {
+  uint64_t sum = 0;
+  for (size_t w = 0; w * 4 < bytes.size(); ++w) {
+    uint32_t word = 0;  // little-endian, zero-padded
+    for (size_t b = 0; b < 4 && w * 4 + b < bytes.size(); ++b)
+      word |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[w * 4 + b])) << (8 * b);
+    sum += word_hash(static_cast<int64_t>(w), word);
+  }
+  return sum;
 }
 
 uint64_t pieces_checksum(const float* data, const std::vector<Piece>& pieces, const Dims& shape) {
@@ -160,98 +100,13 @@ uint64_t pieces_checksum(const float* data, const std::vector<Piece>& pieces, co
   return sum;
 }
 
-// ------------------------------------------------------------------ writer
-
-struct TensorFileWriter::Impl {
-  MPI_Comm comm;
-  std::string path;
-  Id file, lcpl, dxpl;
-  std::vector<Id> datasets;
-  std::vector<uint64_t> sums;
-  int64_t bytes = 0;
-};
-
-TensorFileWriter::TensorFileWriter(MPI_Comm comm, const std::string& path) : impl_(std::make_unique<Impl>()) {
-  quiet_hdf5();
-  Impl& I = *impl_;
-  I.comm = comm;
-  I.path = path;
-  Id fapl = file_access(comm);
-  I.file = Id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
-  if (I.file < 0) fail(path, "cannot create the file");
-  I.lcpl = Id(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-  H5Pset_create_intermediate_group(I.lcpl, 1);
-  I.dxpl = independent_transfer();
-}
-
-TensorFileWriter::~TensorFileWriter() = default;
-
-void TensorFileWriter::write_tensor(const std::string& name, const Dims& shape, const std::vector<Segment>& segs) {
-  Impl& I = *impl_;
-  TANDEM_CHECK(I.file >= 0, "checkpoint {}: write_tensor({}) after close", I.path, name);
-  auto dims = hs(shape);
-  Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
-  Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  H5Pset_layout(dcpl, H5D_CONTIGUOUS);
-  H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
-  H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);  // every element is written once; no fill pass
-  Id ds(H5Dcreate2(I.file, name.c_str(), H5T_IEEE_F32LE, space, I.lcpl, dcpl, H5P_DEFAULT), H5Dclose);
-  if (ds < 0) fail(I.path, fmt::format("cannot create dataset {} {}", name, dims_str(shape)));
-  uint64_t sum = 0;
-  for (const Segment& seg : segs) {
-    Id fspace(H5Scopy(space), H5Sclose), mspace;
-    int64_t off = 0;
-    if (!select_segment(fspace, seg, mspace, off)) continue;
-    if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, I.dxpl, seg.data + off) < 0)
-      fail(I.path, fmt::format("cannot write dataset {}", name));
-    sum += pieces_checksum(seg.data, seg.pieces, shape);
-  }
-  I.sums.push_back(sum);
-  I.datasets.push_back(std::move(ds));
-  I.bytes += dims_numel(shape) * 4;
-}
-
-namespace {
-void write_attr(hid_t obj, const std::string& file, const std::string& name, hid_t type, const void* v) {
-  Id space(H5Screate(H5S_SCALAR), H5Sclose);
-  Id a(H5Acreate2(obj, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (a < 0 || H5Awrite(a, type, v) < 0) fail(file, fmt::format("cannot write attribute {}", name));
-}
-}  // namespace
-
-void TensorFileWriter::attr(const std::string& name, int64_t value) {
-  write_attr(impl_->file, impl_->path, name, H5T_NATIVE_INT64, &value);
-}
-void TensorFileWriter::attr(const std::string& name, const std::string& value) {
-  TANDEM_CHECK(value.size() < 60000, "checkpoint {}: attribute {} of {} bytes is too long", impl_->path, name,
-               value.size());
-  Id t(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(t, std::max<size_t>(value.size(), 1));
-  H5Tset_strpad(t, H5T_STR_NULLPAD);
-  H5Tset_cset(t, H5T_CSET_UTF8);
-  std::string v = value.empty() ? std::string(1, '\0') : value;
-  write_attr(impl_->file, impl_->path, name, t, v.data());
-}
-
-int64_t TensorFileWriter::close() {
-  Impl& I = *impl_;
-  std::vector<uint64_t> total(I.sums.size());
-  MPI_Allreduce(I.sums.data(), total.data(), static_cast<int>(I.sums.size()), MPI_UINT64_T, MPI_SUM, I.comm);
-  for (size_t i = 0; i < I.datasets.size(); ++i)
-    write_attr(I.datasets[i], I.path, "checksum", H5T_NATIVE_UINT64, &total[i]);
-  I.datasets.clear();
-  if (H5Fflush(I.file, H5F_SCOPE_GLOBAL) < 0) fail(I.path, "cannot flush");
-  hid_t f = I.file.id;
-  I.file.id = -1;
-  if (H5Fclose(f) < 0) fail(I.path, "cannot close");
-  return I.bytes;
-}
-
 // ------------------------------------------------------------------ reader
 
 struct TensorFileReader::Impl {
   MPI_Comm comm;
   std::string path;
+  IoWatchdog dog;
+  std::unique_ptr<Communicator> agree;
   Id file, dxpl;
   std::vector<std::string> names;
   struct Read {
@@ -261,6 +116,19 @@ struct TensorFileReader::Impl {
   };
   std::vector<Read> reads;  // in read order
   int64_t bytes = 0;
+  std::string error;  // this rank's first read failure
+
+  Impl(MPI_Comm c, const std::string& p, double timeout_s)
+      : comm(c), path(p), dog(fmt::format("checkpoint file {}", p), timeout_s) {
+    dog.phase("joining the other ranks");  // MPI_Comm_dup: collective, and no other watchdog
+    agree = make_mpi_communicator(c, "checkpoint-file", timeout_s);
+    dog.idle();
+  }
+  void throw_if_any_failed(const std::string& mine) {
+    dog.idle();
+    const GroupFailure f = first_failure(*agree, mine);
+    if (f.failed()) throw CheckpointError(f.describe(agree->size()));
+  }
 };
 
 namespace {
@@ -272,32 +140,61 @@ herr_t visit_link(hid_t g, const char* name, const H5L_info_t*, void* data) {
   }
   return 0;
 }
-}  // namespace
 
-TensorFileReader::TensorFileReader(MPI_Comm comm, const std::string& path) : impl_(std::make_unique<Impl>()) {
-  quiet_hdf5();
-  Impl& I = *impl_;
-  I.comm = comm;
-  I.path = path;
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec))
-    throw CheckpointError(fmt::format("checkpoint {}: no such file", path));
-  const auto size = std::filesystem::file_size(path, ec);
+// Why this rank cannot open `path` as HDF5 ("" when it looks like an HDF5 file).
+std::string precheck(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return fmt::format("checkpoint {}: {}", path, os_error(errno));
+  if (!S_ISREG(st.st_mode)) return fmt::format("checkpoint {}: not a regular file", path);
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     H5Eclear2(H5E_DEFAULT);
-    throw CheckpointError(fmt::format("checkpoint {} ({} bytes): not an HDF5 file (no HDF5 signature; corrupt?)",
-                                      path, static_cast<uint64_t>(size)));
+    return fmt::format("checkpoint {} ({} bytes): not an HDF5 file (no HDF5 signature; corrupt?)", path,
+                       static_cast<uint64_t>(st.st_size));
   }
-  Id fapl = file_access(comm);
+  return "";
+}
+}  // namespace
+
+TensorFileReader::TensorFileReader(MPI_Comm comm, const std::string& path, double timeout_s)
+    : impl_(std::make_unique<Impl>(comm, path, timeout_s)) {
+  h5::quiet_hdf5();
+  Impl& I = *impl_;
+  I.dog.phase("checking the file");
+  I.throw_if_any_failed(precheck(path));
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  Id fapl = h5::file_access(comm);
+  I.dog.phase("opening the file");
   I.file = Id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
+  std::string open_error;
   if (I.file < 0)
-    fail(path, fmt::format("cannot open ({} bytes; truncated or corrupt?)", static_cast<uint64_t>(size)));
-  I.dxpl = independent_transfer();
+    open_error = fmt::format("checkpoint {}: cannot open ({} bytes; truncated or corrupt?): {}", path,
+                             static_cast<uint64_t>(size), h5::h5_error());
+  try {
+    I.throw_if_any_failed(open_error);
+  } catch (...) {
+    I.file.release();  // open on some ranks only: abandoned (a collective close on a subset would hang)
+    throw;
+  }
+  I.dxpl = h5::independent_transfer();
+  I.dog.phase("listing the datasets");
   if (H5Lvisit(I.file, H5_INDEX_NAME, H5_ITER_INC, visit_link, &I.names) < 0) fail(path, "cannot list datasets");
+  I.dog.idle();
   std::sort(I.names.begin(), I.names.end());
 }
 
-TensorFileReader::~TensorFileReader() = default;
+TensorFileReader::~TensorFileReader() {
+  Impl& I = *impl_;
+  if (I.file < 0) return;
+  if (std::uncaught_exceptions() > 0 && I.agree->size() > 1) {
+    I.file.release();  // unwinding on this rank: the others may never join a collective close
+    return;
+  }
+  I.dog.phase("closing the file");
+  H5Fclose(I.file.release());
+  H5Eclear2(H5E_DEFAULT);
+}
+
 const std::string& TensorFileReader::path() const { return impl_->path; }
 std::vector<std::string> TensorFileReader::datasets() const { return impl_->names; }
 int64_t TensorFileReader::bytes_read() const { return impl_->bytes; }
@@ -322,32 +219,75 @@ DatasetInfo TensorFileReader::info(const std::string& name) const {
   return out;
 }
 
+std::optional<AttrValue> TensorFileReader::attr(const std::string& name) const {
+  const Impl& I = *impl_;
+  if (H5Aexists(I.file, name.c_str()) <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return std::nullopt;
+  }
+  Id a(H5Aopen(I.file, name.c_str(), H5P_DEFAULT), H5Aclose);
+  Id t(H5Aget_type(a), H5Tclose);
+  Id space(H5Aget_space(a), H5Sclose);
+  AttrValue out;
+  const H5T_class_t cls = H5Tget_class(t);
+  if (H5Sget_simple_extent_npoints(space) != 1) {
+    out.kind = "array";
+  } else if (cls == H5T_INTEGER) {
+    out.kind = "int";
+    if (H5Tget_sign(t) == H5T_SGN_NONE) {
+      uint64_t u = 0;
+      if (H5Aread(a, H5T_NATIVE_UINT64, &u) < 0) fail(I.path, fmt::format("cannot read attribute {}", name));
+      out.too_wide = u > static_cast<uint64_t>(INT64_MAX);
+      out.value = static_cast<int64_t>(u);
+    } else if (H5Aread(a, H5T_NATIVE_INT64, &out.value) < 0) {
+      fail(I.path, fmt::format("cannot read attribute {}", name));
+    }
+  } else if (cls == H5T_STRING) {
+    out.kind = "string";
+    if (H5Tis_variable_str(t) > 0) {
+      char* s = nullptr;
+      Id mt(H5Tcopy(H5T_C_S1), H5Tclose);
+      H5Tset_size(mt, H5T_VARIABLE);
+      if (H5Aread(a, mt, &s) < 0) fail(I.path, fmt::format("cannot read attribute {}", name));
+      out.text = s ? s : "";
+      H5free_memory(s);
+    } else {
+      std::string buf(H5Tget_size(t), '\0');
+      if (H5Aread(a, t, buf.data()) < 0) fail(I.path, fmt::format("cannot read attribute {}", name));
+      buf.resize(std::strlen(buf.c_str()));
+      out.text = buf;
+    }
+  } else {
+    out.kind = cls == H5T_FLOAT ? "float" : "other";
+  }
+  return out;
+}
+
 std::optional<int64_t> TensorFileReader::attr_int(const std::string& name) const {
-  if (H5Aexists(impl_->file, name.c_str()) <= 0) return std::nullopt;
-  Id a(H5Aopen(impl_->file, name.c_str(), H5P_DEFAULT), H5Aclose);
-  int64_t v = 0;
-  if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) fail(impl_->path, fmt::format("attribute {} is not an integer", name));
-  return v;
+  const auto v = attr(name);
+  if (!v) return std::nullopt;
+  if (v->kind != "int")
+    throw CheckpointError(fmt::format("checkpoint {}: attribute {} is a {}, not an integer", impl_->path, name, v->kind));
+  if (v->too_wide)
+    throw CheckpointError(fmt::format("checkpoint {}: attribute {} does not fit a signed 64-bit integer", impl_->path, name));
+  return v->value;
+}
+
+std::optional<uint64_t> TensorFileReader::attr_uint64(const std::string& name) const {
+  const auto v = attr(name);
+  if (!v) return std::nullopt;
+  if (v->kind != "int")
+    throw CheckpointError(fmt::format("checkpoint {}: attribute {} is a {}, not an integer", impl_->path, name, v->kind));
+  return static_cast<uint64_t>(v->value);
 }
 
 std::optional<std::string> TensorFileReader::attr_string(const std::string& name) const {
-  if (H5Aexists(impl_->file, name.c_str()) <= 0) return std::nullopt;
-  Id a(H5Aopen(impl_->file, name.c_str(), H5P_DEFAULT), H5Aclose);
-  Id t(H5Aget_type(a), H5Tclose);
-  if (H5Tget_class(t) != H5T_STRING) fail(impl_->path, fmt::format("attribute {} is not a string", name));
-  if (H5Tis_variable_str(t) > 0) {
-    char* s = nullptr;
-    Id mt(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(mt, H5T_VARIABLE);
-    if (H5Aread(a, mt, &s) < 0) fail(impl_->path, fmt::format("cannot read attribute {}", name));
-    std::string out = s ? s : "";
-    H5free_memory(s);
-    return out;
-  }
-  std::string buf(H5Tget_size(t), '\0');
-  if (H5Aread(a, t, buf.data()) < 0) fail(impl_->path, fmt::format("cannot read attribute {}", name));
-  buf.resize(std::strlen(buf.c_str()));
-  return buf;
+  const auto v = attr(name);
+  if (!v) return std::nullopt;
+  if (v->kind != "string")
+    throw CheckpointError(fmt::format("checkpoint {}: attribute {} is a{} {}, not a string", impl_->path, name,
+                                      v->kind == "int" ? "n" : "", v->kind));
+  return v->text;
 }
 
 void TensorFileReader::read_tensor(const std::string& name, const Dims& shape, const std::vector<Segment>& segs) {
@@ -364,20 +304,30 @@ void TensorFileReader::read_tensor(const std::string& name, const Dims& shape, c
   for (const Segment& seg : segs) {
     Id fspace(H5Scopy(space), H5Sclose), mspace;
     int64_t off = 0;
-    if (!select_segment(fspace, seg, mspace, off)) continue;
-    if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, I.dxpl, seg.data + off) < 0)
-      fail(I.path, fmt::format("cannot read dataset {}", name));
+    if (!I.error.empty() || !h5::select_segment(fspace, seg, mspace, off)) continue;
+    I.dog.phase(fmt::format("reading dataset {}", name));
+    errno = 0;
+    if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, I.dxpl, seg.data + off) < 0) {
+      const int err = errno;
+      const std::string hdf5 = h5::h5_error();
+      const int probed = h5::probe_read(I.path, h5::dataset_last_byte(ds, shape));
+      I.error = fmt::format("checkpoint {}: {}", I.path,
+                            h5::io_failure(I.path, fmt::format("cannot read dataset {}", name), probed ? probed : err, hdf5));
+      continue;
+    }
     for (const Piece& p : seg.pieces) I.bytes += p.numel * 4;
     sum += pieces_checksum(seg.data, seg.vouch, shape);
   }
+  I.dog.idle();
   I.reads.push_back({name, sum, stored_checksum(ds)});
 }
 
 void TensorFileReader::verify() {
   Impl& I = *impl_;
-  std::vector<uint64_t> mine, total(I.reads.size());
+  I.throw_if_any_failed(I.error);
+  std::vector<uint64_t> mine;
   for (const auto& r : I.reads) mine.push_back(r.sum);
-  MPI_Allreduce(mine.data(), total.data(), static_cast<int>(mine.size()), MPI_UINT64_T, MPI_SUM, I.comm);
+  const std::vector<uint64_t> total = sum_across(*I.agree, mine);
   std::vector<std::string> bad;
   for (size_t i = 0; i < I.reads.size(); ++i) {
     const auto& r = I.reads[i];

@@ -29,19 +29,29 @@ std::string human(double bytes) {
   return fmt::format("{:.1f} {}", bytes, unit[u]);
 }
 
+// A root attribute as inspect shows it: "(none)" when absent.
+std::string shown(const ckpt::TensorFileReader& r, const char* name) {
+  const auto v = r.attr(name);
+  if (!v) return "(none)";
+  if (v->kind == "string") return v->text;
+  if (v->kind == "int") return v->too_wide ? fmt::format("{}", static_cast<uint64_t>(v->value)) : fmt::format("{}", v->value);
+  return fmt::format("(a {} attribute)", v->kind);
+}
+
+// Prints what the file holds, then everything a load would refuse; 1 when there is any.
 int inspect(const std::string& where) {
   const std::string file = ckpt::resolve_checkpoint(where);
   ckpt::TensorFileReader r(MPI_COMM_SELF, file);
-  auto s = [&](const char* k) { return r.attr_string(k).value_or("(none)"); };
-  auto i = [&](const char* k) { auto v = r.attr_int(k); return v ? fmt::format("{}", *v) : std::string("(none)"); };
+  auto s = [&](const char* k) { return shown(r, k); };
   std::printf("checkpoint: %s (%s on disk)\n", file.c_str(), human(static_cast<double>(std::filesystem::file_size(file))).c_str());
   std::printf("format: %s version %s | written by Tandem %s | layout: %s\n", s("format").c_str(),
-              i("format_version").c_str(), s("tandem_version").c_str(), s("layout").c_str());
-  std::printf("step %s | weights version %s | data position %s | seed %s | optimizer state %s | master weights %s\n",
-              i("step").c_str(), i("weights_version").c_str(), i("data_position").c_str(), i("seed").c_str(),
-              i("has_optimizer_state") == "1" ? "yes" : "no", i("has_master_weights") == "1" ? "yes" : "no");
-  std::printf("model: layers=%s dim=%s heads=%s vocab=%s seq_len=%s\n", i("model_layers").c_str(),
-              i("model_dim").c_str(), i("model_heads").c_str(), i("model_vocab").c_str(), i("model_seq_len").c_str());
+              s("format_version").c_str(), s("tandem_version").c_str(), s("layout").c_str());
+  std::printf("step %s | weights version %s | data position %s | adam step %s | seed %s | optimizer state %s | "
+              "master weights %s\n", s("step").c_str(), s("weights_version").c_str(), s("data_position").c_str(),
+              s("adam_step").c_str(), s("seed").c_str(), s("has_optimizer_state") == "1" ? "yes" : "no",
+              s("has_master_weights") == "1" ? "yes" : "no");
+  std::printf("model: layers=%s dim=%s heads=%s vocab=%s seq_len=%s\n", s("model_layers").c_str(),
+              s("model_dim").c_str(), s("model_heads").c_str(), s("model_vocab").c_str(), s("model_seq_len").c_str());
   std::printf("config:\n");
   std::string cfg = s("config");
   for (size_t a = 0; a < cfg.size();) {
@@ -49,6 +59,14 @@ int inspect(const std::string& where) {
     if (b == std::string::npos) b = cfg.size();
     std::printf("  %s\n", cfg.substr(a, b - a).c_str());
     a = b + 1;
+  }
+  std::vector<std::string> problems;
+  try {
+    const CheckpointHeader head = read_checkpoint_header(r);
+    for (const std::string& p : dataset_problems(r, head.model, head.has_optimizer_state))
+      problems.push_back(p + " (for the file's own model sizes)");
+  } catch (const ckpt::CheckpointError& e) {
+    problems.push_back(e.what());
   }
   const auto names = r.datasets();
   int64_t elems = 0;
@@ -75,7 +93,11 @@ int inspect(const std::string& where) {
   }
   std::printf("%zu tensors, %lld elements; %s\n", names.size(), static_cast<long long>(elems),
               bad ? fmt::format("{} tensor(s) FAIL their checksum", bad).c_str() : "every checksum matches");
-  return bad ? 1 : 0;
+  if (bad) problems.push_back(fmt::format("{} tensor(s) fail their checksum", bad));
+  if (problems.empty()) return 0;
+  std::printf("REFUSED: a load would refuse this checkpoint (%zu problem(s)):\n", problems.size());
+  for (const std::string& p : problems) std::printf("  - %s\n", p.c_str());
+  return 1;
 }
 
 int export_hf(const std::string& where, const std::string& out) {
@@ -83,12 +105,13 @@ int export_hf(const std::string& where, const std::string& out) {
   ModelOptions m;
   std::vector<ckpt::HostTensor> tensors = read_model_tensors(file, &m);
   ckpt::TensorFileReader r(MPI_COMM_SELF, file);
+  const CheckpointHeader head = read_checkpoint_header(r);
   std::map<std::string, std::string> meta = {{"tandem_checkpoint", file},
-                                             {"tandem_step", fmt::format("{}", r.attr_int("step").value_or(0))},
-                                             {"tandem_version", r.attr_string("tandem_version").value_or("")}};
+                                             {"tandem_step", fmt::format("{}", head.step)},
+                                             {"tandem_version", head.tandem_version}};
   write_hf_dir(out, tensors, m, meta);
   std::printf("exported %s (step %lld, %zu tensors) to %s/model.safetensors and %s/config.json\n", file.c_str(),
-              static_cast<long long>(r.attr_int("step").value_or(0)), tensors.size(), out.c_str(), out.c_str());
+              static_cast<long long>(head.step), tensors.size(), out.c_str(), out.c_str());
   return 0;
 }
 

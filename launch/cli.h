@@ -8,9 +8,11 @@
 // job's exit status (mpirun's) is kAbortExitCode.
 #pragma once
 
+#include "parallel/mpi_env.h"
+
 namespace tandem {
 
-inline constexpr int kAbortExitCode = 3;
+inline constexpr int kAbortExitCode = kJobAbortExitCode;
 
 int cli_main(int argc, char** argv);
 

@@ -5,21 +5,17 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "runtime/core/error.h"
+#include "runtime/core/file_io.h"
 
 namespace tandem {
 
 namespace {
 
 void write_port_file(const std::string& path, int port, int metrics_port) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << port << "\n" << metrics_port << "\n" << getpid() << "\n";
-  }
-  std::filesystem::rename(tmp, path);  // readers never see a partial file
+  // Readers never see a partial file; a failure names the OS error and leaves no path.tmp.
+  write_file_atomic(path, fmt::format("{}\n{}\n{}\n", port, metrics_port, getpid()));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "ckpt/checkpoint_dir.h"
+#include "ckpt/tensor_file.h"
 #include "launch/rank_setup.h"
 #include "parallel/mesh.h"
 #include "runtime/core/backend.h"
@@ -49,6 +50,13 @@ RunConfig check_train_config(const CommandArgs& args, int world_size, bool run) 
     }
   } else {
     check_layout(cfg, world_size);
+  }
+  if (!cfg.train.checkpoint.dir.empty()) {  // a directory we cannot write fails now, not at the first save
+    try {
+      ckpt::check_writable_dir(cfg.train.checkpoint.dir);
+    } catch (const ckpt::CheckpointError& e) {
+      throw ConfigError(fmt::format("train.checkpoint.dir: {}", e.what()));
+    }
   }
   if (args.resume) {
     const std::string& dir = cfg.train.checkpoint.dir;

@@ -78,6 +78,8 @@ class Mesh {
   Communicator& world() { return *world_; }
   // The MPI communicator the mesh was built on (for MPI-IO, e.g. parallel HDF5 checkpoints).
   MPI_Comm world_comm() const { return world_comm_; }
+  // The groups' watchdog (parallel.timeout_s; <= 0: none), for other blocking work (I/O).
+  double timeout_s() const { return timeout_s_; }
   Communicator& group(Axis a);
   Communicator* embedding() { return embedding_.get(); }
   // A new communicator over this rank's group along `a` (same members and ranks, same kind:

@@ -30,6 +30,9 @@ namespace tandem {
 std::vector<std::pair<std::string, std::string>> single_node_mpi_settings(
     const std::function<const char*(const char*)>& env);
 
+// The exit status of a job that Tandem ends with MPI_Abort (launch/cli.h, parallel/io_watchdog.h).
+inline constexpr int kJobAbortExitCode = 3;
+
 class MpiEnv {
  public:
   MpiEnv(int* argc, char*** argv);

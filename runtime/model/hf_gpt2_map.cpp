@@ -11,6 +11,7 @@
 
 #include "ckpt/json_lite.h"
 #include "runtime/core/error.h"
+#include "runtime/core/file_io.h"
 
 namespace tandem {
 namespace {
@@ -131,20 +132,6 @@ std::string slurp(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TANDEM_CHECK(out.good(), "cannot open {} for writing: {}", tmp, std::strerror(errno));
-    out << text;
-    out.close();
-    TANDEM_CHECK(!out.fail(), "writing {} failed: {}", tmp, std::strerror(errno));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TANDEM_CHECK(!ec, "cannot rename {} to {}: {}", tmp, path, ec.message());
 }
 
 }  // namespace
@@ -323,7 +310,7 @@ void write_hf_dir(const std::string& out_dir, const std::vector<HostTensor>& tan
   std::map<std::string, std::string> meta = metadata;
   meta.emplace("format", "pt");  // transformers refuses safetensors files without it
   ckpt::write_safetensors((fs::path(out_dir) / "model.safetensors").string(), hf, meta);
-  write_text_atomic((fs::path(out_dir) / "config.json").string(),
+  write_file_atomic((fs::path(out_dir) / "config.json").string(),
                     hf_config_json(hf_config_for(m)));
 }
 

@@ -8,16 +8,15 @@
 #include <cstdlib>
 #include <thread>
 #include <filesystem>
-#include <set>
 
 #include "ckpt/checkpoint_dir.h"
 #include "ckpt/tensor_file.h"
+#include "parallel/agreement.h"
+#include "parallel/mpi_communicator.h"
 #include "runtime/model/param_catalogue.h"
 #include "runtime/train/checkpoint_plan.h"
 
 namespace tandem {
-
-const char* const kTandemVersion = "0.7.0";
 
 namespace {
 
@@ -39,7 +38,7 @@ float* host_of(Backend& be, Tensor& t, std::vector<Tensor>& keep, bool copy_in) 
   return keep.back().f32();
 }
 
-const char* const kStates[] = {"m", "v", "master"};
+const char* const* const kStates = kCheckpointStates;
 
 std::string model_line(const ModelOptions& m) {
   return fmt::format("layers={} dim={} heads={} vocab={} seq_len={}", m.layers, m.dim, m.heads, m.vocab, m.seq_len);
@@ -58,61 +57,29 @@ void fault_pause(int64_t step) {
   }
 }
 
-bool all_ok(MPI_Comm comm, bool ok) {
-  int mine = ok ? 1 : 0, all = 0;
-  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
-  return all == 1;
+bool fault_no_reserve() {
+  const char* env = std::getenv("TANDEM_FAULT_NO_RESERVE");
+  return env && std::string(env) == "1";
+}
+
+// The bytes of tensor data and the datasets of a file holding the model and `states` states.
+std::pair<int64_t, int> file_extent(const std::vector<CatalogueEntry>& cat, int states) {
+  int64_t numel = 0;
+  for (const CatalogueEntry& e : cat) numel += ckpt::dims_numel(e.shape);
+  return {numel * 4 * (1 + states), static_cast<int>(cat.size()) * (1 + states)};
+}
+
+// Throws the first failure of any rank (every rank the same message).
+void agree(Communicator& comm, const std::string& mine) {
+  const GroupFailure f = first_failure(comm, mine);
+  if (f.failed()) throw CheckpointError(f.describe(comm.size()));
 }
 
 }  // namespace
 
-void write_checkpoint_attrs(ckpt::TensorFileWriter& w, const ModelOptions& m, const CheckpointMeta& meta,
-                            bool has_optimizer_state, bool has_master) {
-  w.attr("format", std::string("tandem-checkpoint"));
-  w.attr("format_version", kCheckpointFormatVersion);
-  w.attr("tandem_version", std::string(kTandemVersion));
-  w.attr("step", meta.step);
-  w.attr("weights_version", meta.step);
-  w.attr("data_position", meta.step);
-  w.attr("seed", static_cast<int64_t>(meta.seed));
-  w.attr("rng", std::string("counter-based: every random draw is a pure function of (seed, step, index)"));
-  w.attr("config", meta.config_yaml);
-  w.attr("layout", meta.layout);
-  w.attr("has_optimizer_state", int64_t{has_optimizer_state ? 1 : 0});
-  w.attr("has_master_weights", int64_t{has_master ? 1 : 0});
-  w.attr("adam_step", has_optimizer_state ? meta.step : int64_t{0});
-  w.attr("model_layers", int64_t{m.layers});
-  w.attr("model_dim", int64_t{m.dim});
-  w.attr("model_heads", int64_t{m.heads});
-  w.attr("model_vocab", int64_t{m.vocab});
-  w.attr("model_seq_len", int64_t{m.seq_len});
-}
-
-void check_format(const ckpt::TensorFileReader& r) {
-  const auto fv = r.attr_int("format_version");
-  if (!fv)
-    throw CheckpointError(fmt::format("checkpoint {}: no format_version attribute (not a Tandem checkpoint?)", r.path()));
-  if (*fv != kCheckpointFormatVersion)
-    throw CheckpointError(fmt::format("checkpoint {}: format version {} is unknown (this Tandem {} reads version {})",
-                                      r.path(), *fv, kTandemVersion, kCheckpointFormatVersion));
-}
-
-ModelOptions checkpoint_model_options(const ckpt::TensorFileReader& r) {
-  ModelOptions m;
-  std::pair<const char*, int*> keys[] = {{"model_layers", &m.layers}, {"model_dim", &m.dim}, {"model_heads", &m.heads},
-                                         {"model_vocab", &m.vocab},   {"model_seq_len", &m.seq_len}};
-  for (auto [k, dst] : keys) {
-    auto v = r.attr_int(k);
-    if (!v) throw CheckpointError(fmt::format("checkpoint {}: no {} attribute (not a Tandem checkpoint?)", r.path(), k));
-    *dst = static_cast<int>(*v);
-  }
-  return m;
-}
-
 std::vector<ckpt::HostTensor> read_model_tensors(const std::string& file, ModelOptions* model) {
   ckpt::TensorFileReader r(MPI_COMM_SELF, file);
-  check_format(r);
-  *model = checkpoint_model_options(r);
+  *model = read_checkpoint_header(r).model;
   std::vector<ckpt::HostTensor> out;
   for (const CatalogueEntry& e : param_catalogue(*model)) {
     ckpt::HostTensor t{e.name, e.shape, std::vector<float>(static_cast<size_t>(ckpt::dims_numel(e.shape)))};
@@ -131,8 +98,11 @@ std::string write_model_checkpoint(const std::string& dir, const ModelOptions& m
   if (ec) throw CheckpointError(fmt::format("cannot create checkpoint directory {}: {}", dir, ec.message()));
   const auto cat = param_catalogue(m);
   TANDEM_CHECK(tensors.size() == cat.size(), "{} tensors for a model of {} parameters", tensors.size(), cat.size());
+  ckpt::remove_stale_temporaries(dir);
   {
     ckpt::TensorFileWriter w(MPI_COMM_SELF, ckpt::temp_path(dir, meta.step));
+    const auto [bytes, datasets] = file_extent(cat, 0);
+    w.reserve(bytes, datasets);
     write_checkpoint_attrs(w, m, meta, false, false);
     for (size_t i = 0; i < cat.size(); ++i) {
       const ckpt::HostTensor& t = tensors[i];
@@ -148,7 +118,10 @@ std::string write_model_checkpoint(const std::string& dir, const ModelOptions& m
 
 Checkpointer::Checkpointer(Backend& be, Mesh& mesh, const ModelOptions& model, int zero,
                            std::vector<CheckpointChunk> chunks)
-    : be_(be), mesh_(mesh), model_(model), zero_(zero), chunks_(std::move(chunks)) {}
+    : be_(be), mesh_(mesh), model_(model), zero_(zero), chunks_(std::move(chunks)),
+      comm_(make_mpi_communicator(mesh.world_comm(), "checkpoint", mesh.timeout_s())) {}
+
+Checkpointer::~Checkpointer() = default;
 
 CheckpointIoStats Checkpointer::save(const std::string& dir, const CheckpointMeta& meta, int keep_last) {
   const auto t0 = Clock::now();
@@ -157,11 +130,10 @@ CheckpointIoStats Checkpointer::save(const std::string& dir, const CheckpointMet
   if (mesh_.world_rank() == 0) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
-    if (ec) mkdir_error = ec.message();
+    if (ec) mkdir_error = fmt::format("cannot create checkpoint directory {} (train.checkpoint.dir): {}", dir, ec.message());
+    else ckpt::remove_stale_temporaries(dir);  // a save that died must not keep the disk full
   }
-  if (!all_ok(comm, mkdir_error.empty()))
-    throw CheckpointError(fmt::format("cannot create checkpoint directory {} (train.checkpoint.dir): {}", dir,
-                                      mkdir_error.empty() ? "failed on rank 0" : mkdir_error));
+  agree(*comm_, mkdir_error);
   const int dpr = mesh_.dp_rank(), dps = mesh_.dp_size();
   std::vector<Tensor> keep;
   const size_t nc = chunks_.size();
@@ -180,7 +152,11 @@ CheckpointIoStats Checkpointer::save(const std::string& dir, const CheckpointMet
   }
   const auto cat = param_catalogue(model_);
   const std::string tmp = ckpt::temp_path(dir, meta.step);
-  ckpt::TensorFileWriter w(comm, tmp);
+  ckpt::TensorFileWriter w(comm, tmp, mesh_.timeout_s());
+  if (!fault_no_reserve()) {
+    const auto [bytes, datasets] = file_extent(cat, has_master ? 3 : 2);
+    w.reserve(bytes, datasets);
+  }
   write_checkpoint_attrs(w, model_, meta, true, has_master);
   for (const CatalogueEntry& e : cat) {
     std::vector<Segment> segs;
@@ -219,8 +195,7 @@ CheckpointIoStats Checkpointer::save(const std::string& dir, const CheckpointMet
       publish_error = e.what();
     }
   }
-  if (!all_ok(comm, publish_error.empty()))
-    throw CheckpointError(publish_error.empty() ? "publishing the checkpoint failed on rank 0" : publish_error);
+  agree(*comm_, publish_error);
   if (out.path.empty()) out.path = ckpt::final_path(dir, meta.step);
   out.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return out;
@@ -229,53 +204,31 @@ CheckpointIoStats Checkpointer::save(const std::string& dir, const CheckpointMet
 CheckpointIoStats Checkpointer::load(const std::string& file) {
   const auto t0 = Clock::now();
   MPI_Comm comm = mesh_.world_comm();
-  ckpt::TensorFileReader r(comm, file);
+  ckpt::TensorFileReader r(comm, file, mesh_.timeout_s());
   const auto cat = param_catalogue(model_);
 
   // 1. Check everything before any state changes (identically on every rank).
-  std::vector<std::string> problems;
-  check_format(r);
-  const auto step_attr = r.attr_int("step");
-  if (!step_attr || *step_attr < 0)
-    throw CheckpointError(fmt::format("checkpoint {}: missing or negative step attribute", file));
+  const CheckpointHeader head = read_checkpoint_header(r);
   // Chunks without an optimizer (serving) read the weights only.
   const bool want_opt = chunks_.front().opt != nullptr;
-  const bool has_opt = want_opt && r.attr_int("has_optimizer_state").value_or(0) == 1;
-  const std::pair<const char*, int> dims[] = {{"model_layers", model_.layers}, {"model_dim", model_.dim},
-                                              {"model_heads", model_.heads},   {"model_vocab", model_.vocab},
-                                              {"model_seq_len", model_.seq_len}};
-  for (auto [key, want] : dims) {
-    auto got = r.attr_int(key);
-    if (got && *got != want)
-      problems.push_back(fmt::format("model.{}: the checkpoint has {}, the config {}", key + 6, *got, want));
-  }
-  std::set<std::string> expected;
-  auto check = [&](const std::string& name, const Shape& shape) {
-    expected.insert(name);
-    if (!r.has(name)) {
-      problems.push_back(fmt::format("missing dataset {}", name));
-      return;
-    }
-    const ckpt::DatasetInfo inf = r.info(name);
-    if (inf.shape != shape || inf.dtype != "float32")
-      problems.push_back(fmt::format("dataset {} is {} {}, the config expects float32 {}", name, inf.dtype,
-                                     ckpt::dims_str(inf.shape), ckpt::dims_str(shape)));
-  };
-  for (const CatalogueEntry& e : cat) check("model/" + e.path, e.shape);
-  if (has_opt)
-    for (int s = 0; s < 2; ++s)
-      for (const CatalogueEntry& e : cat) check(fmt::format("optimizer/{}/{}", kStates[s], e.path), e.shape);
-  for (const std::string& d : r.datasets())
-    if (d.rfind("model/", 0) == 0 && !expected.count(d))
-      problems.push_back(fmt::format("dataset {} is not part of this model", d));
+  const bool has_opt = want_opt && head.has_optimizer_state;
+  std::vector<std::string> problems;
+  const std::pair<const char*, int> dims[] = {{"layers", head.model.layers}, {"dim", head.model.dim},
+                                              {"heads", head.model.heads},   {"vocab", head.model.vocab},
+                                              {"seq_len", head.model.seq_len}};
+  const int want[] = {model_.layers, model_.dim, model_.heads, model_.vocab, model_.seq_len};
+  for (size_t k = 0; k < 5; ++k)
+    if (dims[k].second != want[k])
+      problems.push_back(fmt::format("model.{}: the checkpoint has {}, the config {}", dims[k].first, dims[k].second, want[k]));
+  for (std::string& p : dataset_problems(r, model_, has_opt)) problems.push_back(std::move(p));
   if (!problems.empty()) {
     const size_t shown = std::min<size_t>(problems.size(), 8);
-    std::vector<std::string> head(problems.begin(), problems.begin() + shown);
+    std::vector<std::string> head_lines(problems.begin(), problems.begin() + shown);
     throw CheckpointError(fmt::format(
-        "checkpoint {} does not match the config (model: {}): {}{}", file, model_line(model_), fmt::join(head, "; "),
+        "checkpoint {} does not match the config (model: {}): {}{}", file, model_line(model_), fmt::join(head_lines, "; "),
         problems.size() > shown ? fmt::format("; and {} more", problems.size() - shown) : ""));
   }
-  bool file_master = has_opt && r.attr_int("has_master_weights").value_or(0) == 1;
+  bool file_master = has_opt && head.has_master_weights;
   for (const CatalogueEntry& e : cat)
     file_master = file_master && r.has("optimizer/master/" + e.path);
 
@@ -355,7 +308,7 @@ CheckpointIoStats Checkpointer::load(const std::string& file) {
   }
   CheckpointIoStats out;
   out.path = file;
-  out.step = *step_attr;
+  out.step = head.step;
   out.bytes = r.bytes_read();
   out.had_optimizer_state = has_opt;
   out.seconds = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -9,13 +9,20 @@
 // the step, weights version, data position, seed, resolved config and format version as root
 // attributes. Each rank writes only the elements it owns (runtime/train/checkpoint_plan.h),
 // into DIR's temporary file; world rank 0 then publishes it (ckpt/checkpoint_dir.h).
-// load() first checks the file against this model on every rank (format version, every
+// load() first checks the file against this model on every rank (its root attributes, by
+// read_checkpoint_header: format version, checksum, agreement; the model sizes; every
 // dataset present with the shape the config implies, no extra model tensors) and throws
 // CheckpointError naming each problem before any state changes; then each rank reads its
 // own hyperslabs, the ranks verify every dataset's checksum, and the state is installed.
 // A checkpoint written under any layout loads under any other. Chunks with opt == nullptr (a
 // serving replica) load the weights only; save() needs the optimizers. Fault injection for tests:
-// TANDEM_FAULT_SAVE_PAUSE=STEP:SECONDS pauses every rank in the middle of that step's save.
+// TANDEM_FAULT_SAVE_PAUSE=STEP:SECONDS pauses every rank in the middle of that step's save;
+// TANDEM_FAULT_NO_RESERVE=1 skips reserving the file's space (as on a file system that cannot
+// preallocate), so that a full disk fails in the middle of the writes.
+// Faults: every I/O failure ends the save (or load) on every rank with the same CheckpointError,
+// naming the file and the OS error (ckpt/tensor_file.h); a save that fails leaves no file and
+// `latest` untouched; every exchange between the ranks and every HDF5 call is watched
+// (parallel.timeout_s). Rank 0 removes the temporaries of saves that died before it saves.
 #pragma once
 
 #include <cstdint>
@@ -24,25 +31,17 @@
 
 #include "ckpt/safetensors.h"
 #include "ckpt/tensor_file.h"
+#include "parallel/communicator.h"
 #include "parallel/mesh.h"
 #include "runtime/model/gpt.h"
 #include "runtime/train/adamw_optimizer.h"
+#include "runtime/train/checkpoint_header.h"
 
 namespace tandem {
-
-inline constexpr int64_t kCheckpointFormatVersion = 1;
-extern const char* const kTandemVersion;
 
 struct CheckpointChunk {
   Gpt* model = nullptr;
   AdamWOptimizer* opt = nullptr;
-};
-
-struct CheckpointMeta {
-  int64_t step = 0;
-  uint64_t seed = 0;
-  std::string config_yaml;
-  std::string layout;  // informative: the layout that wrote it
 };
 
 struct CheckpointIoStats {
@@ -52,14 +51,6 @@ struct CheckpointIoStats {
   int64_t step = 0;
   bool had_optimizer_state = true;
 };
-
-// Root attributes of a checkpoint (shared by save() and the tools that write one).
-void write_checkpoint_attrs(ckpt::TensorFileWriter& w, const ModelOptions& m, const CheckpointMeta& meta,
-                            bool has_optimizer_state, bool has_master);
-// Throws unless the file is a Tandem checkpoint of the format version this build reads.
-void check_format(const ckpt::TensorFileReader& r);
-// The model sizes a checkpoint records; throws naming a missing attribute.
-ModelOptions checkpoint_model_options(const ckpt::TensorFileReader& r);
 
 // Whole-tensor access for tools (one process, MPI initialised): the model's weights in
 // catalogue order with their stored shapes, checksums verified...
@@ -71,6 +62,7 @@ std::string write_model_checkpoint(const std::string& dir, const ModelOptions& m
 class Checkpointer {
  public:
   Checkpointer(Backend& be, Mesh& mesh, const ModelOptions& model, int zero, std::vector<CheckpointChunk> chunks);
+  ~Checkpointer();
   CheckpointIoStats save(const std::string& dir, const CheckpointMeta& meta, int keep_last);
   CheckpointIoStats load(const std::string& file);
 
@@ -80,6 +72,7 @@ class Checkpointer {
   ModelOptions model_;
   int zero_;
   std::vector<CheckpointChunk> chunks_;
+  std::unique_ptr<Communicator> comm_;  // watched MPI over the mesh's world: the agreements
 };
 
 }  // namespace tandem

@@ -1,16 +1,18 @@
 // JSON-lines metrics output.
 #include "runtime/train/metrics.h"
 
+#include <cerrno>
 #include <cmath>
 
 #include "runtime/core/error.h"
+#include "runtime/core/file_io.h"
 
 namespace tandem {
 
-MetricsWriter::MetricsWriter(const std::string& path) {
+MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
   if (path.empty()) return;
   f_ = std::fopen(path.c_str(), "a");
-  TANDEM_CHECK(f_ != nullptr, "cannot open metrics file '{}' for appending", path);
+  TANDEM_CHECK(f_ != nullptr, "cannot open metrics file '{}' for appending: {}", path, os_error(errno));
 }
 
 MetricsWriter::~MetricsWriter() {
@@ -46,8 +48,8 @@ void MetricsWriter::write(const std::vector<std::pair<std::string, MetricValue>>
     }
   }
   line += "}\n";
-  std::fputs(line.c_str(), f_);
-  std::fflush(f_);
+  if (std::fputs(line.c_str(), f_) < 0 || std::fflush(f_) != 0)
+    throw Error(fmt::format("cannot append to metrics file '{}': {}", path_, os_error(errno)));
 }
 
 }  // namespace tandem

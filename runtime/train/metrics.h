@@ -2,7 +2,8 @@
 //
 // Contract: disabled when constructed with an empty path (every call is then a no-op).
 // Values are numbers (NaN/inf written as null) or strings; each record is flushed so scripts
-// can tail the file during a run. Only the rank that owns the writer writes.
+// can tail the file during a run. Only the rank that owns the writer writes. A file that cannot
+// be opened or appended to (a full disk) throws Error naming the OS error: no line is lost in silence.
 #pragma once
 
 #include <cstdio>
@@ -26,6 +27,7 @@ class MetricsWriter {
 
  private:
   std::FILE* f_ = nullptr;
+  std::string path_;
 };
 
 }  // namespace tandem

@@ -6,7 +6,11 @@
 # 2. A corrupt, truncated or mismatched checkpoint is refused with a message naming what is
 #    wrong, and nothing is overwritten (the file and `latest` are unchanged): flipped data
 #    bytes (checksum), a truncated file, a file that is not HDF5, a missing dataset, an
-#    unknown format version, and a config whose model shape disagrees with the file.
+#    unknown format version, root attributes changed with h5py (the step alone; the step and
+#    its three companions together, which only attrs_checksum sees; a step beyond 32 bits),
+#    and a config whose model shape disagrees with the file. `tandem ckpt inspect` exits
+#    non-zero on each of them but the last (which is about the config, not the file), naming
+#    the same problem. A format version 1 file (before attrs_checksum) still loads.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh" "$@"
 need_data
@@ -65,7 +69,18 @@ def splitmix64(x):
 with h5py.File(sys.argv[1], "r") as f:
     names = []
     f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-    assert f.attrs["format_version"] == 1 and f.attrs["step"] == 6, dict(f.attrs)
+    assert f.attrs["format_version"] == 2 and f.attrs["step"] == 6, dict(f.attrs)
+    # attrs_checksum, as docs/checkpoints.md computes it
+    NAMES = ["format", "format_version", "tandem_version", "step", "weights_version", "data_position",
+             "seed", "rng", "config", "layout", "has_optimizer_state", "has_master_weights", "adam_step",
+             "model_layers", "model_dim", "model_heads", "model_vocab", "model_seq_len"]
+    text = b"".join(k.encode() + b"=" + (bytes(f.attrs[k]) if isinstance(f.attrs[k], bytes) else
+                                         str(int(f.attrs[k])).encode()) + b"\n" for k in NAMES)
+    text += b"\0" * (-len(text) % 4)
+    words = np.frombuffer(text, dtype="<u4").astype(np.uint64)
+    with np.errstate(over="ignore"):
+        hashed = splitmix64((np.arange(words.size, dtype=np.uint64) << np.uint64(32)) ^ words)
+        assert int(hashed.sum(dtype=np.uint64)) == int(f.attrs["attrs_checksum"]), "attrs_checksum"
     assert f["model/wte/weight"].shape == (50257, 64), f["model/wte/weight"].shape
     for n in names:
         w = f[n][...]
@@ -89,6 +104,23 @@ refuse() {  # refuse NAME EXPECTED_REGEX [overrides...]: resume from $WORK/$NAME
   pass "$name refused: $(grep -Eo "$want" "$WORK/refuse-$name.log" | head -1)"
 }
 copy() { mkdir -p "$WORK/$1"; cp "$good" "$WORK/$1/"; echo step_00000006.h5 > "$WORK/$1/latest"; }
+inspect_refuses() {  # inspect_refuses NAME EXPECTED_REGEX: inspect must exit non-zero naming it
+  local name=$1 want=$2
+  if "$TANDEM" ckpt inspect "$WORK/$name" > "$WORK/inspect-$name.log" 2>&1; then
+    tail -5 "$WORK/inspect-$name.log"; fail "$name: inspect exited 0 on a checkpoint a load refuses"
+  fi
+  grep -Eq "$want" "$WORK/inspect-$name.log" || { tail -5 "$WORK/inspect-$name.log"; fail "$name: inspect does not say /$want/"; }
+}
+set_attrs() {  # set_attrs NAME KEY=INT...: rewrites root attributes as h5py writes them (int64)
+  local name=$1; shift
+  "$PY" - "$WORK/$name/step_00000006.h5" "$@" <<'PY'
+import h5py, numpy as np, sys
+with h5py.File(sys.argv[1], "r+") as f:
+    for kv in sys.argv[2:]:
+        k, v = kv.split("=")
+        f.attrs[k] = np.int64(int(v))
+PY
+}
 
 copy flipped
 "$PY" - "$WORK/flipped/step_00000006.h5" <<'PY'
@@ -101,22 +133,51 @@ with open(path, "r+b") as f:
     f.write(bytes(x ^ 0x5A for x in b))
 PY
 refuse flipped "corrupt: 1 dataset\(s\) fail their checksum: model/blocks/1/mlp/fc/weight"
+inspect_refuses flipped "model/blocks/1/mlp/fc/weight .*MISMATCH"
 
 copy truncated
 truncate -s $(( $(stat -c %s "$good") / 2 )) "$WORK/truncated/step_00000006.h5"
 refuse truncated "cannot open \([0-9]+ bytes; truncated or corrupt\?\)"
+inspect_refuses truncated "cannot open \([0-9]+ bytes; truncated or corrupt\?\)"
 
 copy garbage
 python3 -c "import sys; f=open(sys.argv[1],'r+b'); f.write(b'\0'*4096)" "$WORK/garbage/step_00000006.h5"
 refuse garbage "not an HDF5 file"
+inspect_refuses garbage "not an HDF5 file"
 
 copy missing
 "$PY" -c "import h5py,sys; f=h5py.File(sys.argv[1],'r+'); del f['optimizer/v/blocks/0/attn/qkv/weight']" "$WORK/missing/step_00000006.h5"
 refuse missing "missing dataset optimizer/v/blocks/0/attn/qkv/weight"
+inspect_refuses missing "missing dataset optimizer/v/blocks/0/attn/qkv/weight"
 
 copy version
 "$PY" -c "import h5py,sys; f=h5py.File(sys.argv[1],'r+'); f.attrs['format_version']=99" "$WORK/version/step_00000006.h5"
 refuse version "format version 99 is unknown"
+inspect_refuses version "format version 99 is unknown"
+
+copy step-alone
+set_attrs step-alone step=3
+refuse step-alone "weights_version is 6 but step is 3"
+inspect_refuses step-alone "weights_version is 6 but step is 3"
+
+copy step-all
+set_attrs step-all step=3 weights_version=3 data_position=3 adam_step=3
+refuse step-all "the root attributes fail their checksum"
+inspect_refuses step-all "the root attributes fail their checksum"
+
+copy step-wide
+set_attrs step-wide step=4294967299 weights_version=4294967299 data_position=4294967299 adam_step=4294967299
+refuse step-wide "step 4294967299 is outside \[0, 2147483646\]"
+inspect_refuses step-wide "step 4294967299 is outside"
+
+# A format version 1 file (written before attrs_checksum) still loads and resumes.
+copy version1
+"$PY" -c "import h5py,sys; f=h5py.File(sys.argv[1],'r+'); f.attrs['format_version']=1; del f.attrs['attrs_checksum']" "$WORK/version1/step_00000006.h5"
+"$TANDEM" ckpt inspect "$WORK/version1" > "$WORK/inspect-version1.log" 2>&1 || { tail "$WORK/inspect-version1.log"; fail "a version 1 file does not inspect"; }
+run version1 --set train.checkpoint.dir="$WORK/version1" --resume ||
+  { tail "$WORK/version1.log"; fail "a version 1 file does not resume"; }
+grep -q "resumed from .*step_00000006.h5 at step 6" "$WORK/version1.log" || fail "the version 1 file did not resume at step 6"
+pass "a format version 1 checkpoint still loads"
 
 copy shape
 refuse shape "dataset model/blocks/0/attn/qkv/weight is float32 \[192, 64\], the config expects float32 \[384, 128\]" \
