@@ -154,6 +154,7 @@ const std::vector<KeySpec>& schema() {
       {.path = "serve.pp", .field = TANDEM_FIELD(serve.pp), .range = at_least(1)},
       {.path = "serve.sync_every", .field = TANDEM_FIELD(serve.sync_every), .range = at_least(1)},
       {.path = "serve.max_wait_ms", .field = TANDEM_FIELD(serve.max_wait_ms), .range = above(0)},
+      {.path = "serve.max_window_ms", .field = TANDEM_FIELD(serve.max_window_ms), .range = at_least(0)},
       {.path = "serve.batch_budget", .field = TANDEM_FIELD(serve.batch_budget), .range = closed(0, 1)},
       {.path = "serve.window_points", .field = TANDEM_FIELD(serve.window_points), .choices = {"all", "steps"}},
       {.path = "serve.listen", .field = TANDEM_FIELD(serve.listen)},

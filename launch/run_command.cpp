@@ -15,7 +15,6 @@
 #include "runtime/core/backend.h"
 #include "runtime/core/error.h"
 #include "runtime/data/bpe_tokenizer.h"
-#include "serve/engine.h"
 #include "serve/replica_executor.h"
 #include "serve/serving_windows.h"
 
@@ -56,20 +55,21 @@ int run_command(MpiEnv& env, int argc, char** argv) {
   serve::ReplicaExecutor exec(serving, so.kv_blocks, so.kv_block_tokens, p.timeout_s);
   std::unique_ptr<BpeTokenizer> tok;
   if (exec.is_leader()) tok = std::make_unique<BpeTokenizer>(BpeTokenizer::load(cfg.data.tokenizer));
-  ServeFrontEnds front(env.world(), env.rank(), cfg, mesh, exec.is_leader());
-  serve::Engine engine(exec, tok.get(), front.engine_options(args.config, {}));
+  ServeFrontEnds front(env.world(), env.rank(), cfg, mesh, exec, tok.get(), args.config, {});
   serve::WindowsOptions wo;
   wo.batch_budget = so.batch_budget;
   wo.between_steps_only = so.window_points == "steps";
-  serve::ServingWindows windows(engine, trainer.replica(), serving, wo);
+  wo.max_window_s = so.max_window_ms / 1e3;
+  serve::ServingWindows windows(front.engine(), exec, trainer.replica(), serving, wo);
 
   trainer.begin();
   serve::ServingWindows::copy_weights(trainer.replica(), serving);  // initial or resumed weights
   spdlog::info("serving copy: {:.1f} MB of weights, KV cache {} blocks x {} tokens ({:.1f} MB) on this rank",
                static_cast<double>(serving.parameters()) * 4 / 1e6, so.kv_blocks, so.kv_block_tokens,
                static_cast<double>(exec.kv_bytes()) / 1e6);
-  engine.begin_windows();
-  front.start(engine, tok.get(), args.port_file);
+  front.engine().with_core([&](serve::EngineCore& c) { c.refreshed(serving.weights_version()); });
+  front.engine().set_ready(true);
+  front.start(args.port_file);
   trainer.set_safe_point_handler(&windows);
   double train_s = 0.0;
   for (int s = trainer.first_step(); s <= trainer.last_step(); ++s) train_s += trainer.step(s).seconds;

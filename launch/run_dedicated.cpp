@@ -15,7 +15,6 @@
 #include "runtime/model/model_replica.h"
 #include "runtime/train/trainer.h"
 #include "serve/dedicated_serving.h"
-#include "serve/engine.h"
 #include "serve/replica_executor.h"
 #include "serve/weight_sync.h"
 
@@ -87,17 +86,16 @@ int serve_side(MpiEnv& env, const RunConfig& full, const CommandArgs& args, Back
   if (exec.is_leader()) tok = std::make_unique<BpeTokenizer>(BpeTokenizer::load(cfg.data.tokenizer));
   int part_rank = 0;
   MPI_Comm_rank(part, &part_rank);
-  ServeFrontEnds front(part, part_rank, cfg, mesh, exec.is_leader());
-  serve::Engine engine(exec, tok.get(), front.engine_options(args.config, {}));
+  ServeFrontEnds front(part, part_rank, cfg, mesh, exec, tok.get(), args.config, {});
   serve::WeightSync sync(env.world(), serve::SyncRole::Receiver, &serving, exec.is_leader(), p.timeout_s);
   CommGuard replica_comm;
   TANDEM_MPI_CHECK(MPI_Comm_split(part, mesh.dp_rank(), part_rank, &replica_comm.c));
-  serve::DedicatedServer server(engine, serving, sync, replica_comm.c);
+  serve::DedicatedServer server(front.engine(), exec, serving, sync, replica_comm.c);
   server.begin();
   spdlog::info("serving rank {}: {} | weights of step {} received ({:.1f} MB on this rank, {} messages)",
                part_rank, mesh.describe(), serving.weights_version(),
                static_cast<double>(sync.stats().bytes_per_sync) / 1e6, sync.stats().messages);
-  front.start(engine, tok.get(), args.port_file);
+  front.start(args.port_file);
   server.loop();
   if (exec.is_leader()) {
     const serve::ServerStats& s = server.stats();

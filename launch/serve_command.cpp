@@ -26,8 +26,8 @@
 #include "runtime/data/bpe_tokenizer.h"
 #include "runtime/model/model_replica.h"
 #include "runtime/train/checkpointer.h"
-#include "serve/engine.h"
 #include "serve/replica_executor.h"
+#include "serve/serve_loop.h"
 
 namespace tandem {
 
@@ -78,10 +78,10 @@ int serve_command(MpiEnv& env, int argc, char** argv) {
                static_cast<double>(exec.kv_bytes()) / 1e6);
   std::unique_ptr<BpeTokenizer> tok;
   if (exec.is_leader()) tok = std::make_unique<BpeTokenizer>(BpeTokenizer::load(cfg.data.tokenizer));
-  ServeFrontEnds front(env.world(), env.rank(), cfg, mesh, exec.is_leader());
-  serve::Engine engine(exec, tok.get(), front.engine_options(args.config, [] { return g_stop_signal.load(); }));
-  front.start(engine, tok.get(), args.port_file);
-  engine.run();
+  ServeFrontEnds front(env.world(), env.rank(), cfg, mesh, exec, tok.get(), args.config,
+                       [] { return g_stop_signal.load(); });
+  front.start(args.port_file);
+  serve::serve_loop(front.engine(), exec);
   front.stop();
   spdlog::info("serve: stopped");
   return 0;

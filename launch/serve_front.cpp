@@ -18,16 +18,36 @@ void write_port_file(const std::string& path, int port, int metrics_port) {
   write_file_atomic(path, fmt::format("{}\n{}\n{}\n", port, metrics_port, getpid()));
 }
 
+serve::ModelInfo replica_model_info(serve::ReplicaExecutor& exec, const RunConfig& cfg, const std::string& name) {
+  const ModelOptions& m = exec.replica().options();
+  Mesh& mesh = exec.replica().mesh();
+  serve::ModelInfo info;
+  info.name = name;
+  info.layers = m.layers;
+  info.dim = m.dim;
+  info.heads = m.heads;
+  info.vocab = m.vocab;
+  info.seq_len = m.seq_len;
+  info.dp = mesh.dp_size();
+  info.tp = mesh.tp_size();
+  info.pp = mesh.pp_size();
+  info.layout = fmt::format("dp {} x tp {} x pp {} (order {})", mesh.dp_size(), mesh.tp_size(), mesh.pp_size(),
+                            mesh.order());
+  info.kv_block_tokens = cfg.serve.kv_block_tokens;
+  info.kv_blocks = cfg.serve.kv_blocks;
+  TANDEM_CHECK(cfg.serve.kv_block_tokens == exec.block_tokens() && cfg.serve.kv_blocks == exec.kv_blocks(),
+               "engine: serve.kv_blocks {} x {} tokens does not match the cache ({} blocks of {})", cfg.serve.kv_blocks,
+               cfg.serve.kv_block_tokens, exec.kv_blocks(), exec.block_tokens());
+  return info;
+}
+
 }  // namespace
 
 ServeFrontEnds::ServeFrontEnds(MPI_Comm world, int world_rank, const RunConfig& cfg, Mesh& mesh,
-                               bool leader)
-    : world_(world), world_rank_(world_rank), cfg_(cfg), mesh_(mesh), leader_(leader) {}
-
-ServeFrontEnds::~ServeFrontEnds() = default;
-
-serve::EngineOptions ServeFrontEnds::engine_options(const std::string& config_path,
-                                                    std::function<bool()> stop) {
+                               serve::ReplicaExecutor& exec, const BpeTokenizer* tokenizer,
+                               const std::string& config_path, std::function<bool()> stop)
+    : world_(world), world_rank_(world_rank), cfg_(cfg), mesh_(mesh), leader_(exec.is_leader()), tok_(tokenizer) {
+  TANDEM_CHECK(!leader_ || tokenizer != nullptr, "a serving leader needs its tokenizer");
   serve::EngineOptions o;
   const ServeOptions& s = cfg_.serve;
   o.scheduler.kv_blocks = s.kv_blocks;
@@ -41,16 +61,22 @@ serve::EngineOptions ServeFrontEnds::engine_options(const std::string& config_pa
   o.recompute = s.recompute;
   o.idle_heartbeat_s = s.idle_heartbeat_s;
   o.stream_interval_s = s.stream_interval_ms / 1e3;
-  o.model_name = s.name.empty() ? std::filesystem::path(config_path).stem().string() : s.name;
   if (cfg_.parallel.dp > 1) {
     o.stop_requested = [this, stop] { return (stop && stop()) || (peers_ && peers_->stop_received()); };
   } else {
     o.stop_requested = std::move(stop);
   }
-  return o;
+  const std::string name = s.name.empty() ? std::filesystem::path(config_path).stem().string() : s.name;
+  engine_ = std::make_unique<serve::EngineFront>(replica_model_info(exec, cfg, name), tokenizer, o,
+                                                 exec.weights_version());
 }
 
-void ServeFrontEnds::start(serve::Engine& engine, const BpeTokenizer* tokenizer, const std::string& port_file) {
+ServeFrontEnds::~ServeFrontEnds() {
+  router_.reset();  // the router calls no engine; then the replica's RPC server, then the engine
+  if (engine_) engine_->stop_rpc();
+}
+
+void ServeFrontEnds::start(const std::string& port_file) {
   const ServeOptions& so = cfg_.serve;
   const ParallelOptions& p = cfg_.parallel;
   const bool routed = p.dp > 1;
@@ -60,8 +86,7 @@ void ServeFrontEnds::start(serve::Engine& engine, const BpeTokenizer* tokenizer,
   if (so.max_message_bytes > 0) {
     limits.max_message_bytes = static_cast<size_t>(so.max_message_bytes);
   } else if (leader_) {
-    TANDEM_CHECK(tokenizer != nullptr, "a serving leader needs its tokenizer");
-    limits.max_message_bytes = serve::max_generate_message_bytes(cfg_.model.seq_len, tokenizer->max_token_bytes());
+    limits.max_message_bytes = serve::max_generate_message_bytes(cfg_.model.seq_len, tok_->max_token_bytes());
   }
   if (leader_) {
     serve::RpcServerOptions ro;
@@ -69,16 +94,15 @@ void ServeFrontEnds::start(serve::Engine& engine, const BpeTokenizer* tokenizer,
     ro.metrics_listen = routed ? std::string() : so.metrics_listen;
     ro.limits = limits;
     ro.sink_timeout_s = so.sink_timeout_s;
-    server_ = std::make_unique<serve::RpcServer>(engine, ro);
-    server_->start();
-    port_ = server_->port();
-    metrics_port_ = server_->metrics_port();
+    engine_->start_rpc(ro);
+    port_ = engine_->port();
+    metrics_port_ = engine_->metrics_port();
   }
   if (routed) {
     const std::string addr =
-        server_ ? fmt::format("{}:{}", advertised_host(so.replica_listen), server_->port()) : std::string();
+        leader_ ? fmt::format("{}:{}", advertised_host(so.replica_listen), engine_->port()) : std::string();
     peers_ = std::make_unique<ReplicaPeers>(world_, p.dp, mesh_.dp_rank(), leader_, addr, p.timeout_s);
-    if (server_) spdlog::info("replica {} serving on {}", mesh_.dp_rank(), addr);
+    if (leader_) spdlog::info("replica {} serving on {}", mesh_.dp_rank(), addr);
     if (world_rank_ == 0) {
       serve::RpcRouterOptions rt;
       rt.listen = so.listen;
@@ -108,7 +132,7 @@ void ServeFrontEnds::stop() {
     peers_->finish();    // the other leaders: report the stop to rank 0
   }
   if (router_) router_->stop();
-  if (server_) server_->stop();
+  engine_->stop_rpc();
 }
 
 }  // namespace tandem

@@ -1,13 +1,17 @@
-// ServeFrontEnds: the RPC side of a serving job, shared by `tandem serve` and `tandem run`.
+// ServeFrontEnds: the engine and the RPC side of a serving job, shared by `tandem serve` and
+// `tandem run`. It owns this rank's EngineFront (serve/engine_front.h: the engine core, its
+// lock and streams, and the replica's RPC server), so that nothing outlives what it calls:
+// the router and the peers go first, then the RPC server, then the engine.
 // Each replica leader (tp 0 of pp stage 0 of its dp group) runs an RpcServer on its engine:
 // on serve.listen (with the metrics endpoint) when parallel.dp = 1, else on
 // serve.replica_listen with any free port, and world rank 0 also runs the RpcRouter on
 // serve.listen that spreads requests over the replicas (launch/serve_replicas.h).
 //
-// Contract: every rank constructs it, builds its Engine with engine_options() (which adds the
-// stop signal of the dp > 1 handshake to `base`), calls start() (collective when dp > 1: it
-// gathers the replica addresses), runs the engine, then calls stop() (collective when
-// dp > 1: rank 0 stops the other replicas and waits for them before closing the router).
+// Contract: every rank constructs it after its executor and tokenizer (which must outlive it),
+// with `stop` polled by the engine (plus, for dp > 1, a stop from rank 0), calls start()
+// (collective when dp > 1: it gathers the replica addresses), drives engine() with a serving
+// mode's driver, then calls stop() (collective when dp > 1: rank 0 stops the other replicas
+// and waits for them before closing the router).
 // --port-file: rank 0 writes the client port, the metrics port and its pid, one per line.
 #pragma once
 
@@ -19,23 +23,23 @@
 #include "launch/serve_replicas.h"
 #include "parallel/mesh.h"
 #include "runtime/data/bpe_tokenizer.h"
-#include "serve/engine.h"
+#include "serve/engine_front.h"
+#include "serve/replica_executor.h"
 #include "serve/rpc_router.h"
-#include "serve/rpc_server.h"
 
 namespace tandem {
 
 class ServeFrontEnds {
  public:
-  ServeFrontEnds(MPI_Comm world, int world_rank, const RunConfig& cfg, Mesh& mesh, bool leader);
+  // tokenizer: the leader's (its longest token sizes the default message limit); may be null
+  // on ranks that are no replica leader. config_path names the model when serve.name is empty.
+  ServeFrontEnds(MPI_Comm world, int world_rank, const RunConfig& cfg, Mesh& mesh,
+                 serve::ReplicaExecutor& exec, const BpeTokenizer* tokenizer, const std::string& config_path,
+                 std::function<bool()> stop);
   ~ServeFrontEnds();
 
-  // The engine options of this job (scheduler sizes from serve.*), stop_requested = `stop`
-  // or, for dp > 1 followers' leaders, a stop from rank 0.
-  serve::EngineOptions engine_options(const std::string& config_path, std::function<bool()> stop);
-  // tokenizer: the leader's (its longest token sizes the default message limit); may be null
-  // on ranks that are no replica leader.
-  void start(serve::Engine& engine, const BpeTokenizer* tokenizer, const std::string& port_file);
+  serve::EngineFront& engine() { return *engine_; }
+  void start(const std::string& port_file);
   void stop();
   int port() const { return port_; }
   int metrics_port() const { return metrics_port_; }
@@ -46,7 +50,8 @@ class ServeFrontEnds {
   const RunConfig& cfg_;
   Mesh& mesh_;
   bool leader_;
-  std::unique_ptr<serve::RpcServer> server_;
+  const BpeTokenizer* tok_;
+  std::unique_ptr<serve::EngineFront> engine_;  // first: destroyed last
   std::unique_ptr<ReplicaPeers> peers_;
   std::unique_ptr<serve::RpcRouter> router_;
   int port_ = 0, metrics_port_ = 0;

@@ -6,6 +6,7 @@
 
 #include "parallel/mpi_communicator.h"
 #include "runtime/core/error.h"
+#include "serve/serve_loop.h"
 
 namespace tandem::serve {
 
@@ -55,8 +56,9 @@ void WeightPublisher::finish(int64_t version) {
   sync_.wait_sent();
 }
 
-DedicatedServer::DedicatedServer(Engine& engine, ModelReplica& serving, WeightSync& sync, MPI_Comm replica_comm)
-    : engine_(engine), serving_(serving), sync_(sync), comm_(replica_comm) {
+DedicatedServer::DedicatedServer(EngineFront& front, StepExecutor& exec, ModelReplica& serving, WeightSync& sync,
+                                 MPI_Comm replica_comm)
+    : front_(front), exec_(exec), serving_(serving), sync_(sync), comm_(replica_comm) {
   TANDEM_CHECK(sync.role() == SyncRole::Receiver, "dedicated server: its weight sync must receive");
   MPI_Comm_rank(comm_, &rank_);
   MPI_Comm_size(comm_, &size_);
@@ -64,7 +66,8 @@ DedicatedServer::DedicatedServer(Engine& engine, ModelReplica& serving, WeightSy
 
 void DedicatedServer::begin() {
   sync_.flip();  // the trainers post their first weights in WeightPublisher::begin
-  engine_.begin_windows();
+  front_.with_core([&](EngineCore& c) { c.refreshed(serving_.weights_version()); });
+  front_.set_ready(true);
 }
 
 void DedicatedServer::loop() {
@@ -97,23 +100,23 @@ void DedicatedServer::loop() {
     w.training_version = trainers;
     w.weight_syncs = sync_.stats().syncs;
     w.max_steps = 1;  // look for newer weights between every two engine steps
-    const WindowReport r = engine_.window(w);
+    const WindowReport r = run_window(front_, exec_, w, pacing_);
     trainers = std::max(trainers, serving_.weights_version());  // the data may beat the announcement
     stats_.windows += r.steps > 0;
     stats_.steps += r.steps;
-    if (rank_ == 0 && r.steps == 0 && !r.refreshed) engine_.wait_for_work(0.002);
+    if (rank_ == 0 && r.steps == 0 && !r.refreshed) front_.wait_for_work(0.002);
   }
-  engine_.stop_accepting();
+  front_.stop_accepting();
   WindowRequest drain;
   drain.live_version = serving_.weights_version();
   drain.refresh = [this] { sync_.flip(); };
   drain.batch_budget = 1.0;
   drain.drain = true;
   drain.training_version = trainers;
-  const WindowReport r = engine_.window(drain);
+  const WindowReport r = run_window(front_, exec_, drain, pacing_);
   stats_.steps += r.steps;
-  engine_.request_stop();
-  engine_.run();  // the leader fails what is left with ShuttingDown and broadcasts Stop
+  front_.request_stop();
+  serve_loop(front_, exec_);  // the leader fails what is left with ShuttingDown and broadcasts Stop
 }
 
 }  // namespace tandem::serve

@@ -10,7 +10,7 @@
 // not sent, waits until the servers have taken it, and announces that no version follows.
 //
 // DedicatedServer (serving ranks, every rank of each serving replica): begin() waits for the
-// first weights; loop() then runs the engine in windows (Engine::window, the leader decides
+// first weights; loop() then runs the engine in windows (run_window, the leader decides
 // and broadcasts) with the staged version as the live one: once a newer version has fully
 // arrived, admission closes, the running sequences finish on the current weights (one version
 // per reply), the staged weights are unpacked between two engine steps (flip), and admission
@@ -26,7 +26,9 @@
 #include <cstdint>
 
 #include "runtime/train/safe_point.h"
-#include "serve/engine.h"
+#include "serve/engine_front.h"
+#include "serve/engine_window.h"
+#include "serve/step_executor.h"
 #include "serve/weight_sync.h"
 
 namespace tandem::serve {
@@ -60,13 +62,16 @@ struct ServerStats {
 
 class DedicatedServer {
  public:
-  DedicatedServer(Engine& engine, ModelReplica& serving, WeightSync& sync, MPI_Comm replica_comm);
+  DedicatedServer(EngineFront& front, StepExecutor& exec, ModelReplica& serving, WeightSync& sync,
+                  MPI_Comm replica_comm);
   void begin();
   void loop();
   const ServerStats& stats() const { return stats_; }
 
  private:
-  Engine& engine_;
+  EngineFront& front_;
+  StepExecutor& exec_;
+  WindowPacing pacing_;  // no cap: these ranks only serve
   ModelReplica& serving_;
   WeightSync& sync_;
   MPI_Comm comm_;

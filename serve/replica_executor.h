@@ -22,21 +22,23 @@
 #include "runtime/model/kv_cache.h"
 #include "runtime/model/model_replica.h"
 #include "runtime/model/token_sampler.h"
+#include "serve/step_executor.h"
 #include "serve/step_wire.h"
 
 namespace tandem::serve {
 
-class ReplicaExecutor {
+class ReplicaExecutor : public StepExecutor {
  public:
   ReplicaExecutor(ModelReplica& replica, int64_t kv_blocks, int64_t block_tokens,
                   double timeout_s);
-  ~ReplicaExecutor();
+  ~ReplicaExecutor() override;
 
-  bool is_leader() const { return control_->rank() == 0; }
+  bool is_leader() const override { return control_->rank() == 0; }
   // Leader passes the message and gets it back; followers pass nullptr and receive it.
-  StepMessage exchange(const StepMessage* leader_message);
+  StepMessage exchange(const StepMessage* leader_message) override;
   // Runs a Forward or Recompute step; returns the sampled token of every logit row.
-  std::vector<int32_t> run(const StepMessage& m);
+  std::vector<int32_t> run(const StepMessage& m) override;
+  int64_t weights_version() const override { return replica_.weights_version(); }
 
   size_t kv_bytes() const;
   int64_t kv_blocks() const { return kv_blocks_; }

@@ -15,7 +15,7 @@
 // queue is full. commit() appends each sampled token; finish() ends a sequence (the engine
 // decides when: length, end of text, stop sequence, context full).
 //
-// Contract: single-threaded (the engine guards it with its own mutex). Times are seconds on
+// Contract: single-threaded (owned by serve/engine_core.h). Times are seconds on
 // one steady clock chosen by the caller.
 #pragma once
 
@@ -88,6 +88,7 @@ class Scheduler {
   int64_t queued(Priority p) const { return static_cast<int64_t>(queue_[static_cast<int>(p)].size()); }
   int64_t running() const { return static_cast<int64_t>(running_.size()); }
   int64_t running(Priority p) const;
+  bool is_running(uint64_t id) const { return running_.count(id) != 0; }
   const KvBlockPool& pool() const { return pool_; }
   const SchedulerOptions& options() const { return opt_; }
   const std::vector<int32_t>& blocks_of(uint64_t id) const;

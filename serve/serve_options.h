@@ -20,6 +20,7 @@ struct ServeOptions {
   int tp = 1, pp = 1;   // dedicated: the serving replicas' layout (dp = ranks / (tp * pp))
   int sync_every = 1;   // dedicated: optimizer steps between weight syncs to the servers
   double max_wait_ms = 50.0;   // windows: the target wait of a realtime request for a window
+  double max_window_ms = 200.0;  // windows: one window's longest run (0: no cap; serve/engine_window.h)
                                // (reported against the measured gap between safe points)
   double batch_budget = 0.25;  // windows: batch-only serving's share of wall time
   std::string window_points = "all";  // windows: "all" safe points, or "steps" (only between

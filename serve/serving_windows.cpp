@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "runtime/core/error.h"
+#include "serve/serve_loop.h"
 
 namespace tandem::serve {
 
@@ -12,9 +13,11 @@ using Clock = std::chrono::steady_clock;
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 }  // namespace
 
-ServingWindows::ServingWindows(Engine& engine, ModelReplica& training, ModelReplica& serving,
-                               const WindowsOptions& opt)
-    : engine_(engine), training_(training), serving_(serving), opt_(opt) {
+ServingWindows::ServingWindows(EngineFront& front, StepExecutor& exec, ModelReplica& training,
+                               ModelReplica& serving, const WindowsOptions& opt)
+    : front_(front), exec_(exec), training_(training), serving_(serving), opt_(opt) {
+  pacing_.max_window_s = opt.max_window_s;
+  TANDEM_CHECK(opt.max_window_s >= 0.0, "serving windows: max_window_s {} < 0", opt.max_window_s);
   TANDEM_CHECK(opt.batch_budget >= 0.0 && opt.batch_budget <= 1.0,
                "serving windows: batch_budget {} outside [0, 1]", opt.batch_budget);
   TANDEM_CHECK(training.num_chunks() == serving.num_chunks(),
@@ -61,8 +64,10 @@ void ServingWindows::at_safe_point(const SafePoint& point) {
   seen_ = true;
   last_kind_ = point.kind;
   ++stats_.safe_points[static_cast<int>(point.kind)];
-  const WindowReport r = engine_.window(request(point.weights_version, false));
+  const WindowReport r = run_window(front_, exec_, request(point.weights_version, false), pacing_);
   const auto t1 = Clock::now();
+  stats_.capped += r.capped;
+  stats_.max_window_s = std::max(stats_.max_window_s, seconds(t1 - t0));
   if (r.steps > 0 || r.refreshed) {
     stats_.windows += r.steps > 0;
     stats_.steps += r.steps;
@@ -75,12 +80,12 @@ void ServingWindows::at_safe_point(const SafePoint& point) {
 }
 
 void ServingWindows::finish() {
-  engine_.stop_accepting();
-  const WindowReport r = engine_.window(request(training_.weights_version(), true));
+  front_.stop_accepting();
+  const WindowReport r = run_window(front_, exec_, request(training_.weights_version(), true), pacing_);
   stats_.steps += r.steps;
   stats_.refreshes += r.refreshed;
-  engine_.request_stop();
-  engine_.run();  // the leader fails what is left with ShuttingDown and broadcasts Stop
+  front_.request_stop();
+  serve_loop(front_, exec_);  // the leader fails what is left with ShuttingDown and broadcasts Stop
 }
 
 }  // namespace tandem::serve

@@ -2,8 +2,8 @@
 // safe points (runtime/train/safe_point.h), from a serving copy of the weights.
 //
 // Each rank holds two ModelReplicas of one layout: the trainer's, and the engine's serving
-// copy. At a safe point every rank of the replica calls Engine::window() (the leader decides
-// and broadcasts; see engine.h), so a window is entered and left by all of them together, and
+// copy. At a safe point every rank of the replica calls run_window() (the leader decides
+// and broadcasts; see engine_window.h), so a window is entered and left by all of them together, and
 // with no request waiting it costs one small broadcast over the replica's control group (none
 // for a one-rank replica). A reply is computed by one weights version from its first token to
 // its last: while sequences decode on the copy, training goes on; once the trainer's weights
@@ -24,7 +24,9 @@
 
 #include "runtime/model/model_replica.h"
 #include "runtime/train/safe_point.h"
-#include "serve/engine.h"
+#include "serve/engine_front.h"
+#include "serve/engine_window.h"
+#include "serve/step_executor.h"
 
 namespace tandem::serve {
 
@@ -32,6 +34,7 @@ struct WindowsOptions {
   double batch_budget = 0.25;  // batch-only serving's share of wall time
   bool between_steps_only = false;  // open windows only between optimizer steps (the plain
                                     // alternative; the other safe points are counted, not used)
+  double max_window_s = 0.2;        // serve.max_window_ms / 1e3 (engine_window.h; 0: no cap)
 };
 
 struct WindowsStats {
@@ -46,11 +49,13 @@ struct WindowsStats {
   SafePointKind max_gap_from = SafePointKind::BetweenSteps, max_gap_to = SafePointKind::BetweenSteps;
   double max_gap_after_first_s = 0.0;  // the same from the second step on (the first step
                                        // touches every buffer for the first time)
+  int64_t capped = 0;        // windows that serve.max_window_ms ended with work left
+  double max_window_s = 0.0; // the longest window
 };
 
 class ServingWindows : public SafePointHandler {
  public:
-  ServingWindows(Engine& engine, ModelReplica& training, ModelReplica& serving,
+  ServingWindows(EngineFront& front, StepExecutor& exec, ModelReplica& training, ModelReplica& serving,
                  const WindowsOptions& opt);
 
   void at_safe_point(const SafePoint& point) override;
@@ -63,7 +68,9 @@ class ServingWindows : public SafePointHandler {
  private:
   WindowRequest request(int64_t live_version, bool drain);
 
-  Engine& engine_;
+  EngineFront& front_;
+  StepExecutor& exec_;
+  WindowPacing pacing_;
   ModelReplica& training_;
   ModelReplica& serving_;
   WindowsOptions opt_;

@@ -297,6 +297,7 @@ serve:
   sync_every: 3
   window_points: steps
   max_wait_ms: 20
+  max_window_ms: 120
   batch_budget: 0.5
   listen: "0.0.0.0:9000"
   metrics_listen: "127.0.0.1:9001"
@@ -372,6 +373,7 @@ void expect_every_key(const RunConfig& c) {
   EXPECT_EQ(c.serve.sync_every, 3);
   EXPECT_EQ(c.serve.window_points, "steps");
   EXPECT_DOUBLE_EQ(c.serve.max_wait_ms, 20.0);
+  EXPECT_DOUBLE_EQ(c.serve.max_window_ms, 120.0);
   EXPECT_DOUBLE_EQ(c.serve.batch_budget, 0.5);
   EXPECT_EQ(c.serve.listen, "0.0.0.0:9000");
   EXPECT_EQ(c.serve.metrics_listen, "127.0.0.1:9001");
