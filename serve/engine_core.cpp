@@ -131,22 +131,28 @@ void EngineCore::finish(uint64_t id, Req& r, FinishReason why, double now) {
 }
 
 void EngineCore::commit(const StepPlan& plan, const std::vector<int32_t>& sampled, double now) {
-  // A request ended or cancelled while the step ran is still in the scheduler's running set
-  // until the next plan() (cancel) or was removed from the plan's view (end): skip it.
-  StepPlan live;
-  std::vector<int32_t> live_sampled;
-  size_t k = 0;
-  for (const StepPlan::Item& it : plan.items) {
-    const bool samples = it.wants_logits;
-    const int32_t token = samples ? sampled.at(k++) : 0;
-    if (!sched_.is_running(it.id)) continue;
-    live.items.push_back(it);
-    if (samples) live_sampled.push_back(token);
+  // A request ended by the caller while the step ran has left the scheduler: its items are
+  // dropped from a copy of the plan (only then: the usual step commits the plan as it is).
+  // A cancelled one stays in the scheduler until the next plan() and reports nothing.
+  bool all_running = true;
+  for (const StepPlan::Item& it : plan.items) all_running = all_running && sched_.is_running(it.id);
+  StepPlan filtered;
+  std::vector<int32_t> filtered_sampled;
+  if (!all_running) {
+    size_t j = 0;
+    for (const StepPlan::Item& it : plan.items) {
+      const int32_t token = it.wants_logits ? sampled.at(j++) : 0;
+      if (!sched_.is_running(it.id)) continue;
+      filtered.items.push_back(it);
+      if (it.wants_logits) filtered_sampled.push_back(token);
+    }
+    TANDEM_CHECK(j == sampled.size(), "commit: {} sampled tokens, the plan wanted {}", sampled.size(), j);
   }
-  TANDEM_CHECK(k == sampled.size(), "commit: {} sampled tokens, the plan wanted {}", sampled.size(), k);
-  sched_.commit(live, live_sampled);
+  const StepPlan& live = all_running ? plan : filtered;
+  const std::vector<int32_t>& live_sampled = all_running ? sampled : filtered_sampled;
+  sched_.commit(live, live_sampled);  // checks the token count against the plan
   int64_t emitted = 0;
-  k = 0;
+  size_t k = 0;
   for (const StepPlan::Item& it : live.items) {
     if (!it.wants_logits) continue;
     const int32_t token = live_sampled[k++];

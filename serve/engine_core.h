@@ -93,7 +93,6 @@ class EngineCore {
 
   // Everything but how requests ended for their clients (counted by the RPC front end).
   void fill_stats(double now, StatsSnapshot& s) const;
-  const SchedulerOptions& scheduler_options() const { return opt_.scheduler; }
 
  private:
   struct Req {

@@ -196,7 +196,7 @@ void EngineFront::dispatch() {
   // Outside the lock: detokenize, match stop sequences, hand pieces and outcomes to streams.
   const double t = now();
   std::vector<uint64_t> stopped_ids;
-  std::vector<std::pair<Entry*, const CoreEvent*>> touched;  // in event order, for sending
+  std::vector<Entry*> due;  // entries whose held pieces go out after this batch
   for (size_t i = 0; i < events.size(); ++i) {
     Entry* e = who[i].get();
     const CoreEvent& ev = events[i];
@@ -223,7 +223,7 @@ void EngineFront::dispatch() {
           r.weights_version = ev.result.weights_version;
           e->stream->finished(r);
         } else if (e->output_tokens == 1 || t - e->last_sent >= opt_.stream_interval_s) {
-          touched.emplace_back(e, &ev);
+          due.push_back(e);
         }
         break;
       }
@@ -247,7 +247,7 @@ void EngineFront::dispatch() {
         break;
     }
   }
-  for (auto& [e, ev] : touched)
+  for (Entry* e : due)
     if (!e->ended) send_held(*e, t);
   if (stopped_ids.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);

@@ -2,6 +2,7 @@
 #include "serve/engine_window.h"
 
 #include "runtime/core/error.h"
+#include "serve/serve_loop.h"
 
 namespace tandem::serve {
 
@@ -91,16 +92,8 @@ WindowReport run_window(EngineFront& front, StepExecutor& exec, const WindowRequ
       continue;
     }
     if (move == Move::None) break;  // nothing (more) this window may run
-    const double ts = front.now();
-    exec.exchange(&m);
-    std::vector<int32_t> sampled = exec.run(m);
-    front.with_core([&](EngineCore& c) {
-      const double t = front.now();
-      c.note_step(t - ts, c.has_realtime(plan));
-      if (rep.steps == 0) c.note_window_opened();
-      c.commit(plan, sampled, t);
-    });
-    front.dispatch();
+    if (rep.steps == 0) front.with_core([](EngineCore& c) { c.note_window_opened(); });
+    run_step(front, exec, plan, m);
     ++rep.steps;
   }
   if (rep.capped) {

@@ -16,6 +16,18 @@ void follow(StepExecutor& exec) {
 
 }  // namespace
 
+void run_step(EngineFront& front, StepExecutor& exec, const StepPlan& plan, const StepMessage& m) {
+  const double ts = front.now();
+  exec.exchange(&m);
+  std::vector<int32_t> sampled = exec.run(m);
+  front.with_core([&](EngineCore& c) {
+    const double t = front.now();
+    c.note_step(t - ts, c.has_realtime(plan));
+    c.commit(plan, sampled, t);
+  });
+  front.dispatch();
+}
+
 void serve_loop(EngineFront& front, StepExecutor& exec) {
   if (!exec.is_leader()) return follow(exec);
   front.set_ready(true);
@@ -40,15 +52,7 @@ void serve_loop(EngineFront& front, StepExecutor& exec) {
       exec.exchange(&idle);
       continue;
     }
-    const double ts = front.now();
-    exec.exchange(&m);
-    std::vector<int32_t> sampled = exec.run(m);
-    front.with_core([&](EngineCore& c) {
-      const double t = front.now();
-      c.note_step(t - ts, c.has_realtime(plan));
-      c.commit(plan, sampled, t);
-    });
-    front.dispatch();
+    run_step(front, exec, plan, m);
   }
   StepMessage stop;
   stop.command = StepCommand::Stop;

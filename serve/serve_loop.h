@@ -16,4 +16,8 @@ namespace tandem::serve {
 
 void serve_loop(EngineFront& front, StepExecutor& exec);
 
+// The leader's half of one planned engine step (both drivers): broadcast and run `m`, commit
+// the sampled tokens under the lock (with the step's time), then dispatch the events.
+void run_step(EngineFront& front, StepExecutor& exec, const StepPlan& plan, const StepMessage& m);
+
 }  // namespace tandem::serve

@@ -66,8 +66,6 @@ void ServingWindows::at_safe_point(const SafePoint& point) {
   ++stats_.safe_points[static_cast<int>(point.kind)];
   const WindowReport r = run_window(front_, exec_, request(point.weights_version, false), pacing_);
   const auto t1 = Clock::now();
-  stats_.capped += r.capped;
-  stats_.max_window_s = std::max(stats_.max_window_s, seconds(t1 - t0));
   if (r.steps > 0 || r.refreshed) {
     stats_.windows += r.steps > 0;
     stats_.steps += r.steps;

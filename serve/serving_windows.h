@@ -49,8 +49,6 @@ struct WindowsStats {
   SafePointKind max_gap_from = SafePointKind::BetweenSteps, max_gap_to = SafePointKind::BetweenSteps;
   double max_gap_after_first_s = 0.0;  // the same from the second step on (the first step
                                        // touches every buffer for the first time)
-  int64_t capped = 0;        // windows that serve.max_window_ms ended with work left
-  double max_window_s = 0.0; // the longest window
 };
 
 class ServingWindows : public SafePointHandler {
